@@ -1,0 +1,77 @@
+"""Server settings from command-line flags and ``DEPLOYAPI_*`` environment variables.
+
+Only the server entry points (``deployapi serve`` and ``deployapi.wsgi``) read
+the environment; ``create_app`` takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import lifecycle
+from .app import production_set
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str = "./deployapi.db"
+    threads: int = 4
+    production_environments: frozenset[str] = frozenset(lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
+
+
+ENVIRONMENT_VARIABLES = {
+    "host": "DEPLOYAPI_HOST",
+    "port": "DEPLOYAPI_PORT",
+    "db": "DEPLOYAPI_DB",
+    "threads": "DEPLOYAPI_THREADS",
+    "production_environments": "DEPLOYAPI_PRODUCTION_ENVIRONMENTS",
+}
+
+
+def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from flags (given as strings, None when absent), else the environment, else defaults.
+
+    :raises ConfigError: naming the flag or variable whose value is invalid.
+    """
+    raw: dict[str, tuple[str, str]] = {}
+    for name, variable in ENVIRONMENT_VARIABLES.items():
+        flag_value = flags.get(name)
+        if flag_value is not None:
+            raw[name] = (flag_value, "--" + name.replace("_", "-"))
+        elif environ.get(variable):
+            raw[name] = (environ[variable], variable)
+
+    values: dict[str, object] = {}
+    if "host" in raw:
+        values["host"] = raw["host"][0]
+    if "db" in raw:
+        values["db"] = raw["db"][0]
+    if "port" in raw:
+        values["port"] = _integer(*raw["port"], low=0, high=65535)
+    if "threads" in raw:
+        values["threads"] = _integer(*raw["threads"], low=1, high=256)
+    if "production_environments" in raw:
+        text, source = raw["production_environments"]
+        try:
+            values["production_environments"] = production_set(text)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    return Settings(**values)
+
+
+def _integer(text: str, source: str, *, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{source}: {text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{source}: {value} is outside {low}-{high}")
+    return value

@@ -1,0 +1,162 @@
+"""Handler functions: parse the request, call the domain through the repository, render.
+
+No SQL and no lifecycle rule lives here; errors are raised, never rendered
+(see errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from . import errors, lifecycle, listing
+from .lifecycle import Deployment, Event
+from .repository import Repository
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every handler may use: the repository and the start-up configuration."""
+
+    repository: Repository
+    production_environments: frozenset[str]
+
+
+# --- handlers ------------------------------------------------------------------
+
+
+def create_deployment(request: Request, ctx: Context) -> Response:
+    payload = read_json_object(request)
+    new = lifecycle.validate_new_deployment(payload, ctx.production_environments)
+    deployment = ctx.repository.create_deployment(new)
+    location = f"{request.script_root}/deployments/{deployment.id}"
+    return json_response(deployment_json(deployment), 201, headers={"Location": location})
+
+
+def list_deployments(request: Request, ctx: Context) -> Response:
+    try:
+        query = listing.parse_list_query(request.args.to_dict(flat=False), ctx.repository.cursor_key)
+    except listing.InvalidCursor as error:
+        raise errors.invalid_cursor(str(error)) from None
+    deployments, more = ctx.repository.list_deployments(query)
+    next_cursor = None
+    if more:
+        last = deployments[-1]
+        next_cursor = listing.encode_cursor(
+            listing.Position(last.created_at, last.id), query.filters(), ctx.repository.cursor_key)
+    return json_response({"items": [deployment_json(d) for d in deployments],
+                          "next_cursor": next_cursor})
+
+
+def get_deployment(request: Request, ctx: Context, deployment_id: str) -> Response:
+    return json_response(deployment_json(ctx.repository.get_deployment(deployment_id)))
+
+
+def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -> Response:
+    events = ctx.repository.list_events(deployment_id)
+    return json_response({"items": [event_json(e) for e in events]})
+
+
+def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action: str) -> Response:
+    # The contract's check order: body (400/413/415/422), then existence (404),
+    # then transition (409), then self-approval (403).  Validation happens here,
+    # before the repository looks the deployment up.
+    payload = read_json_object(request)
+    action_request = lifecycle.validate_action(action, payload)
+    deployment = ctx.repository.apply_action(deployment_id, action_request)
+    return json_response(deployment_json(deployment))
+
+
+def health(request: Request, ctx: Context) -> Response:
+    try:
+        ctx.repository.ping()
+    except Exception as error:  # any failure to answer means unhealthy, not a 500
+        errors.logger.warning("health check failed: %s", error)
+        raise errors.service_unavailable("the database did not answer") from error
+    return json_response({"status": "ok"})
+
+
+# --- request bodies --------------------------------------------------------------
+
+
+def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    :raises errors.ApiError: 413 over 64 KiB, 415 if not sent as JSON, 400 if not a JSON object.
+    """
+    if request.content_length is not None and request.content_length > errors.MAX_BODY_BYTES:
+        raise errors.payload_too_large()
+    _require_json_content_type(request)
+    try:
+        # max_content_length also guards chunked bodies that declare no length.
+        request.max_content_length = errors.MAX_BODY_BYTES
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise errors.payload_too_large() from None
+    if not body:
+        raise errors.malformed_json("the request body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise errors.malformed_json(f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object_without_duplicate_keys,
+                           parse_constant=_reject_constant)
+    except RecursionError:
+        raise errors.malformed_json("the JSON is nested too deeply") from None
+    except ValueError as error:
+        raise errors.malformed_json(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise errors.malformed_json("the request body must be a JSON object")
+    return value
+
+
+def _require_json_content_type(request: Request) -> None:
+    raw = request.headers.get("Content-Type", "")
+    if not raw and not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        return  # no body at all: reported as an empty body, which is clearer
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+        raise errors.unsupported_media_type(raw)
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def json_response(body: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    return {
+        "id": d.id, "service": d.service, "environment": d.environment, "version": d.version,
+        "requester": d.requester, "work_refs": list(d.work_refs), "risk": d.risk,
+        "rollback_plan": d.rollback_plan, "status": d.status, "reviewed_by": d.reviewed_by,
+        "reviewed_at": d.reviewed_at, "created_at": d.created_at, "updated_at": d.updated_at,
+    }
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id, "deployment_id": e.deployment_id, "sequence": e.sequence, "type": e.type,
+        "actor": e.actor, "note": e.note, "from_status": e.from_status,
+        "to_status": e.to_status, "created_at": e.created_at,
+    }

@@ -1,0 +1,463 @@
+"""The deployment domain: statuses, the transition table, validation and events.
+
+Pure functions over frozen dataclasses.  Nothing here knows about HTTP or SQL,
+and "now" is always passed in, so every rule can be tested with plain values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+PENDING_APPROVAL = "pending_approval"
+APPROVED = "approved"
+REJECTED = "rejected"
+STARTED = "started"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ROLLED_BACK = "rolled_back"
+
+STATUSES = (PENDING_APPROVAL, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK)
+
+CREATED = "created"
+EVENT_TYPES = (CREATED, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What one action does: the statuses it leaves from, where it goes, what it needs."""
+
+    action: str
+    from_statuses: frozenset[str]
+    to_status: str
+    event_type: str
+    note_required: bool
+    is_review: bool = False
+
+
+# The lifecycle, in one place.  Every other rule (terminal statuses, which
+# actions need a note, which set review metadata) is derived from this table.
+TRANSITIONS: Mapping[str, Transition] = {
+    t.action: t
+    for t in (
+        Transition("approve", frozenset({PENDING_APPROVAL}), APPROVED, APPROVED,
+                   note_required=False, is_review=True),
+        Transition("reject", frozenset({PENDING_APPROVAL}), REJECTED, REJECTED,
+                   note_required=True, is_review=True),
+        Transition("start", frozenset({APPROVED}), STARTED, STARTED, note_required=False),
+        Transition("succeed", frozenset({STARTED}), SUCCEEDED, SUCCEEDED, note_required=False),
+        Transition("fail", frozenset({STARTED}), FAILED, FAILED, note_required=True),
+        Transition("rollback", frozenset({STARTED, SUCCEEDED, FAILED}), ROLLED_BACK, ROLLED_BACK,
+                   note_required=True),
+    )
+}
+
+ACTIONS = tuple(TRANSITIONS)
+
+TERMINAL_STATUSES = frozenset(
+    s for s in STATUSES if not any(s in t.from_statuses for t in TRANSITIONS.values())
+)
+
+DEFAULT_PRODUCTION_ENVIRONMENTS = ("production",)
+
+SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
+_SLUG = re.compile(SLUG_PATTERN)
+MAX_VERSION = 128
+MAX_NAME = 128  # requester and actor
+MAX_WORK_REFS = 20
+MAX_WORK_REF = 512
+MAX_TEXT = 10_000  # risk, rollback_plan and note
+
+CREATE_FIELDS = ("service", "environment", "version", "requester", "work_refs",
+                 "rollback_plan", "risk")
+ACTION_FIELDS = ("actor", "note")
+
+
+# --- errors ---------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """Base of every rule violation this module reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    message: str
+
+
+class ValidationFailed(DomainError):
+    """Input broke one or more rules; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[FieldProblem]):
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = tuple(problems)
+
+
+class InvalidTransition(DomainError):
+    """The action is not allowed from the deployment's current status."""
+
+    def __init__(self, action: str, current_status: str):
+        allowed = ", ".join(sorted(TRANSITIONS[action].from_statuses))
+        super().__init__(
+            f"cannot {action} a deployment that is {current_status}; "
+            f"{action} is allowed only from: {allowed}"
+        )
+        self.action = action
+        self.current_status = current_status
+
+
+class SelfApproval(DomainError):
+    """The requester tried to approve their own deployment."""
+
+    def __init__(self, actor: str):
+        super().__init__(
+            f"{actor!r} requested this deployment and cannot approve it; "
+            "another person must review it"
+        )
+        self.actor = actor
+
+
+# --- values ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewDeployment:
+    """A validated creation request."""
+
+    service: str
+    environment: str
+    version: str
+    requester: str
+    work_refs: tuple[str, ...]
+    rollback_plan: str
+    risk: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    """A validated lifecycle action: who does it, and why."""
+
+    action: str
+    actor: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    id: str
+    service: str
+    environment: str
+    version: str
+    requester: str
+    work_refs: tuple[str, ...]
+    risk: str | None
+    rollback_plan: str
+    status: str
+    reviewed_by: str | None
+    reviewed_at: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One immutable entry of a deployment's history.
+
+    ``id`` is None until the repository has stored it.
+    """
+
+    id: int | None
+    deployment_id: str
+    sequence: int
+    type: str
+    actor: str
+    note: str | None
+    from_status: str | None
+    to_status: str
+    created_at: str
+
+
+def is_slug(value: str) -> bool:
+    """Whether ``value`` is a valid service or environment name."""
+    return _SLUG.fullmatch(value) is not None
+
+
+# --- time -----------------------------------------------------------------
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z``: the only timestamp form we store."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- creation -------------------------------------------------------------
+
+
+def validate_new_deployment(
+    payload: Mapping[str, Any],
+    production_environments: Collection[str] = DEFAULT_PRODUCTION_ENVIRONMENTS,
+) -> NewDeployment:
+    """Check a decoded creation body against every rule at once.
+
+    :raises ValidationFailed: listing every problem found.
+    """
+    problems: list[FieldProblem] = []
+    problems += _unknown_fields(payload, CREATE_FIELDS)
+
+    service = _slug(payload, "service", problems)
+    environment = _slug(payload, "environment", problems)
+    version = _version(payload, problems)
+    requester = _name(payload, "requester", problems)
+    work_refs = _work_refs(payload, problems)
+    rollback_plan = _text(payload, "rollback_plan", problems, required=True)
+    in_production = environment is not None and environment in production_environments
+    risk = _text(payload, "risk", problems, required=in_production,
+                 required_because=f"{environment!r} is a production environment")
+
+    if problems:
+        raise ValidationFailed(problems)
+    return NewDeployment(
+        service=service, environment=environment, version=version, requester=requester,
+        work_refs=work_refs, rollback_plan=rollback_plan, risk=risk,
+    )
+
+
+def new_deployment(deployment_id: str, request: NewDeployment, now: datetime) -> tuple[Deployment, Event]:
+    """The deployment a validated request creates, and its ``created`` event."""
+    timestamp = format_timestamp(now)
+    deployment = Deployment(
+        id=deployment_id,
+        service=request.service,
+        environment=request.environment,
+        version=request.version,
+        requester=request.requester,
+        work_refs=request.work_refs,
+        risk=request.risk,
+        rollback_plan=request.rollback_plan,
+        status=PENDING_APPROVAL,
+        reviewed_by=None,
+        reviewed_at=None,
+        created_at=timestamp,
+        updated_at=timestamp,
+    )
+    event = Event(
+        id=None, deployment_id=deployment_id, sequence=1, type=CREATED,
+        actor=request.requester, note=None, from_status=None, to_status=PENDING_APPROVAL,
+        created_at=timestamp,
+    )
+    return deployment, event
+
+
+# --- actions --------------------------------------------------------------
+
+
+def validate_action(action: str, payload: Mapping[str, Any]) -> ActionRequest:
+    """Check a decoded action body: ``actor`` always, ``note`` where the action needs one.
+
+    :raises ValidationFailed: listing every problem found.
+    :raises KeyError: for an action that is not in the transition table.
+    """
+    transition = TRANSITIONS[action]
+    problems = _unknown_fields(payload, ACTION_FIELDS)
+    actor = _name(payload, "actor", problems)
+    note = _text(payload, "note", problems, required=transition.note_required,
+                 required_because=f"{action} needs a note saying why")
+    if problems:
+        raise ValidationFailed(problems)
+    return ActionRequest(action=action, actor=actor, note=note)
+
+
+def apply_action(
+    deployment: Deployment, request: ActionRequest, sequence: int, now: datetime
+) -> tuple[Deployment, Event]:
+    """The deployment after the action, and the event that records it.
+
+    ``sequence`` is the number the new event takes in the deployment's history.
+
+    :raises InvalidTransition: the action is not allowed from the current status.
+    :raises SelfApproval: the requester is approving their own deployment.
+    """
+    transition = TRANSITIONS[request.action]
+    if deployment.status not in transition.from_statuses:
+        raise InvalidTransition(request.action, deployment.status)
+    if request.action == "approve" and _same_person(request.actor, deployment.requester):
+        raise SelfApproval(request.actor)
+
+    timestamp = format_timestamp(now)
+    changes: dict[str, Any] = {"status": transition.to_status, "updated_at": timestamp}
+    if transition.is_review:
+        changes.update(reviewed_by=request.actor, reviewed_at=timestamp)
+    event = Event(
+        id=None, deployment_id=deployment.id, sequence=sequence, type=transition.event_type,
+        actor=request.actor, note=request.note, from_status=deployment.status,
+        to_status=transition.to_status, created_at=timestamp,
+    )
+    return dataclasses.replace(deployment, **changes), event
+
+
+def _same_person(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+# --- field rules ------------------------------------------------------------
+# Each takes the payload, the field name and the problem list; it appends what
+# is wrong and returns the cleaned value (or None when there is none to return).
+
+
+def _unknown_fields(payload: Mapping[str, Any], known: tuple[str, ...]) -> list[FieldProblem]:
+    return [
+        FieldProblem(str(name), f"unknown field; allowed fields are: {', '.join(known)}")
+        for name in payload
+        if name not in known
+    ]
+
+
+def _string(payload: Mapping[str, Any], field: str, problems: list[FieldProblem],
+            *, required: bool, required_because: str = "") -> str | None:
+    """The field's value if it is a string, recording a problem otherwise."""
+    value = payload.get(field)
+    if value is None:
+        if required:
+            problems.append(FieldProblem(field, _required_message(required_because)))
+        return None
+    if not isinstance(value, str):
+        problems.append(FieldProblem(field, f"must be a string, not {_json_type(value)}"))
+        return None
+    if _has_surrogate(value):
+        problems.append(FieldProblem(field, "must be valid Unicode (contains a lone surrogate)"))
+        return None
+    return value
+
+
+def _slug(payload, field, problems):
+    value = _string(payload, field, problems, required=True)
+    if value is None:
+        return None
+    if not _SLUG.fullmatch(value):
+        problems.append(FieldProblem(
+            field,
+            "must be 1-63 characters of lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        ))
+        return None
+    return value
+
+
+def _version(payload, problems):
+    value = _string(payload, "version", problems, required=True)
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_VERSION:
+        problems.append(FieldProblem("version", f"must be 1-{MAX_VERSION} characters"))
+        return None
+    if any(ch.isspace() or _is_control(ch) for ch in value):
+        problems.append(FieldProblem("version", "must not contain whitespace or control characters"))
+        return None
+    return value
+
+
+def _name(payload, field, problems):
+    """A person or system name (requester, actor): trimmed, 1-128 characters, no controls."""
+    value = _string(payload, field, problems, required=True)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        problems.append(FieldProblem(field, "must not be blank"))
+        return None
+    if len(value) > MAX_NAME:
+        problems.append(FieldProblem(field, f"must be at most {MAX_NAME} characters"))
+        return None
+    if any(_is_control(ch) for ch in value):
+        problems.append(FieldProblem(field, "must not contain control characters"))
+        return None
+    return value
+
+
+def _work_refs(payload, problems):
+    value = payload.get("work_refs")
+    if value is None:
+        problems.append(FieldProblem("work_refs", _required_message()))
+        return None
+    if not isinstance(value, list):
+        problems.append(FieldProblem("work_refs", f"must be an array of strings, not {_json_type(value)}"))
+        return None
+    if not 1 <= len(value) <= MAX_WORK_REFS:
+        problems.append(FieldProblem("work_refs", f"must have 1-{MAX_WORK_REFS} items"))
+        return None
+    refs: list[str] = []
+    ok = True
+    for index, item in enumerate(value):
+        field = f"work_refs[{index}]"
+        if not isinstance(item, str):
+            problems.append(FieldProblem(field, f"must be a string, not {_json_type(item)}"))
+            ok = False
+            continue
+        ref = item.strip()
+        if _has_surrogate(ref):
+            problems.append(FieldProblem(field, "must be valid Unicode (contains a lone surrogate)"))
+        elif not ref:
+            problems.append(FieldProblem(field, "must not be blank"))
+        elif len(ref) > MAX_WORK_REF:
+            problems.append(FieldProblem(field, f"must be at most {MAX_WORK_REF} characters"))
+        elif any(_is_control(ch) for ch in ref):
+            problems.append(FieldProblem(field, "must not contain control characters"))
+        elif ref in refs:
+            problems.append(FieldProblem(field, f"duplicates work_refs[{refs.index(ref)}]"))
+        else:
+            refs.append(ref)
+            continue
+        ok = False
+    return tuple(refs) if ok else None
+
+
+def _text(payload, field, problems, *, required, required_because=""):
+    """Free text (rollback plan, risk, note): line breaks and tabs allowed, other controls not."""
+    value = _string(payload, field, problems, required=required, required_because=required_because)
+    if value is None:
+        return None
+    if required and not value.strip():
+        problems.append(FieldProblem(field, "must not be blank" + (f": {required_because}" if required_because else "")))
+        return None
+    if len(value) > MAX_TEXT:
+        problems.append(FieldProblem(field, f"must be at most {MAX_TEXT} characters"))
+        return None
+    if any(_is_control(ch) and ch not in "\t\n\r" for ch in value):
+        problems.append(FieldProblem(field, "must not contain control characters other than tab and line breaks"))
+        return None
+    return value
+
+
+def _required_message(because: str = "") -> str:
+    return "is required" + (f": {because}" if because else "")
+
+
+def _is_control(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cc"
+
+
+def _has_surrogate(value: str) -> bool:
+    # json.loads accepts "\ud800"; such a string cannot be stored as UTF-8.
+    return any("\ud800" <= ch <= "\udfff" for ch in value)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    return "null"

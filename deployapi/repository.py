@@ -1,0 +1,373 @@
+"""All SQL: the schema at start-up, connections, transactions, and intent-named queries.
+
+Current state lives in ``deployments``; history in the append-only
+``deployment_events``.  Every write is one ``BEGIN IMMEDIATE`` transaction that
+changes the deployment row and appends its event together, so state and history
+can never disagree.  Reads of current state never replay events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import lifecycle
+from .ids import new_deployment_id
+from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
+from .listing import EQUALITY_FILTERS, ListQuery
+
+BUSY_TIMEOUT_MS = 5000
+# Connections kept open between requests; more are opened under load and
+# closed again when returned to a full pool.
+IDLE_CONNECTIONS = 8
+
+Clock = Callable[[], datetime]
+
+
+class DeploymentNotFound(LookupError):
+    """No deployment has the given id."""
+
+    def __init__(self, deployment_id: str):
+        super().__init__(f"no deployment has the id {deployment_id!r}")
+        self.deployment_id = deployment_id
+
+
+class DatabaseBusy(RuntimeError):
+    """SQLite stayed locked by another writer for longer than the busy timeout."""
+
+
+class DatabaseError(RuntimeError):
+    """The database file cannot be opened or used (missing directory, not SQLite, read-only)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def schema_sql() -> str:
+    """The text of ``schema.sql``.
+
+    An installed wheel carries a copy at ``deployapi/_schema/schema.sql`` (see
+    setup.cfg); a source checkout or editable install reads the top-level file.
+    """
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "_schema" / "schema.sql", package_dir.parent / "schema.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"schema.sql not found next to {package_dir}")
+
+
+class Repository:
+    """Deployments and their events in one SQLite file.
+
+    Thread-safe: each call borrows its own connection from a small pool.
+    Call :meth:`close` to close the pooled connections.
+    """
+
+    def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS):
+        self.db_path = str(db_path)
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._idle: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy
+        # handler, which sleeps up to 100 ms between retries and so turns
+        # contention into long tail latency.  Other processes on the same file
+        # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._initialise()
+
+    # --- connections and transactions -------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            # isolation_level=None: the sqlite3 module must not open transactions
+            # behind our back; we issue BEGIN IMMEDIATE ourselves.
+            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as error:
+            raise DatabaseError(f"cannot open database {self.db_path!r}: {error}") from error
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # FULL: a commit is on disk before we answer, so an acknowledged write
+            # survives power loss as well as a process crash (see docs/adr).
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _initialise(self) -> None:
+        with self._connection() as conn:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                # executescript commits first and runs outside any transaction;
+                # every statement in schema.sql is idempotent.
+                conn.executescript(schema_sql())
+            except sqlite3.DatabaseError as error:
+                raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+            if mode.lower() != "wal":
+                raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
+            key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
+        self.cursor_key = bytes.fromhex(key["value"])
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise DatabaseError("the repository is closed")
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        healthy = False
+        try:
+            yield conn
+            healthy = not conn.in_transaction
+        finally:
+            if healthy and not self._closed:
+                with self._pool_lock:
+                    if len(self._idle) < IDLE_CONNECTIONS:
+                        self._idle.append(conn)
+                        conn = None
+            if conn is not None:
+                conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back otherwise.
+
+        :raises DatabaseBusy: another process held the write lock past the busy timeout.
+        """
+        with self._write_lock, self._connection() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # Never let a failing ROLLBACK hide the error that caused it;
+                    # the connection is then discarded by _connection().
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                if _is_busy(error):
+                    raise DatabaseBusy(str(error)) from error
+                raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            try:
+                yield conn
+            except sqlite3.OperationalError as error:
+                if _is_busy(error):
+                    raise DatabaseBusy(str(error)) from error
+                raise
+
+    def close(self) -> None:
+        """Close every pooled connection; later calls fail with DatabaseError."""
+        self._closed = True
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # --- queries -----------------------------------------------------------
+
+    def ping(self) -> None:
+        """A real round trip to the database file.
+
+        :raises DatabaseError: or sqlite3.Error when the database cannot answer.
+        """
+        with self._read() as conn:
+            conn.execute("SELECT count(*) FROM settings").fetchone()
+
+    def create_deployment(self, request: NewDeployment) -> Deployment:
+        """Store a new deployment and its ``created`` event in one transaction."""
+        with self._write() as conn:
+            now = self._clock()
+            deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
+            _insert_deployment(conn, deployment)
+            _append_event(conn, event)
+        return deployment
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        """The deployment's current state.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            return _fetch_deployment(conn, deployment_id)
+
+    def list_events(self, deployment_id: str) -> list[Event]:
+        """The deployment's history, oldest first.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            # One read transaction, so the existence check and the events agree.
+            conn.execute("BEGIN")
+            try:
+                _fetch_deployment(conn, deployment_id)
+                rows = conn.execute(
+                    "SELECT id, deployment_id, sequence, type, actor, note, from_status,"
+                    " to_status, created_at"
+                    " FROM deployment_events WHERE deployment_id = ? ORDER BY sequence",
+                    (deployment_id,),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return [_row_to_event(row) for row in rows]
+
+    def list_deployments(self, query: ListQuery) -> tuple[list[Deployment], bool]:
+        """One page of deployments, newest first, and whether more follow it."""
+        conditions: list[str] = []
+        parameters: list[object] = []
+        # Column names come from this fixed tuple, never from the request.
+        for column in EQUALITY_FILTERS:
+            value = getattr(query, column)
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        if query.created_after is not None:
+            conditions.append("created_at >= ?")
+            parameters.append(query.created_after)
+        if query.after is not None:
+            # A cursor is only ever issued for a position inside the range, so
+            # it is a tighter upper bound than created_before.
+            conditions.append("(created_at, id) < (?, ?)")
+            parameters += [query.after.created_at, query.after.deployment_id]
+        elif query.created_before is not None:
+            conditions.append("created_at < ?")
+            parameters.append(query.created_before)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments"
+                f" INDEXED BY {_listing_index(query)}{where}"
+                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*parameters, query.limit + 1),
+            ).fetchall()
+        return [_row_to_deployment(row) for row in rows[:query.limit]], len(rows) > query.limit
+
+    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
+        """Read, check and change the deployment and append its event, all in one transaction.
+
+        :raises DeploymentNotFound:
+        :raises lifecycle.InvalidTransition:
+        :raises lifecycle.SelfApproval:
+        """
+        with self._write() as conn:
+            current = _fetch_deployment(conn, deployment_id)
+            sequence = conn.execute(
+                "SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = ?",
+                (deployment_id,),
+            ).fetchone()[0]
+            updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
+            conn.execute(
+                "UPDATE deployments"
+                " SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ?"
+                " WHERE id = ?",
+                (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at,
+                 deployment_id),
+            )
+            _append_event(conn, event)
+        return updated
+
+
+# Every combination of the service, environment and status filters has an index
+# in listing order (see schema.sql).  Naming it with INDEXED BY keeps the plan
+# independent of table statistics: without them SQLite may pick a shorter index
+# and filter row by row.  requester alone has its own index; combined with
+# other filters it is checked on the rows of theirs.
+_LISTING_INDEXES = {
+    frozenset(): "deployments_newest_first",
+    frozenset({"service"}): "deployments_by_service",
+    frozenset({"environment"}): "deployments_by_environment",
+    frozenset({"status"}): "deployments_by_status",
+    frozenset({"service", "environment"}): "deployments_by_service_environment",
+    frozenset({"service", "status"}): "deployments_by_service_status",
+    frozenset({"environment", "status"}): "deployments_by_environment_status",
+    frozenset({"service", "environment", "status"}): "deployments_by_service_environment_status",
+}
+
+
+def _listing_index(query: ListQuery) -> str:
+    indexed = frozenset(c for c in ("service", "environment", "status") if getattr(query, c) is not None)
+    if not indexed and query.requester is not None:
+        return "deployments_by_requester"
+    return _LISTING_INDEXES[indexed]
+
+
+# --- rows ---------------------------------------------------------------------
+
+_DEPLOYMENT_COLUMNS = (
+    "id, service, environment, version, requester, work_refs, risk, rollback_plan,"
+    " status, reviewed_by, reviewed_at, created_at, updated_at"
+)
+
+
+def _fetch_deployment(conn: sqlite3.Connection, deployment_id: str) -> Deployment:
+    row = conn.execute(
+        f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?", (deployment_id,)
+    ).fetchone()
+    if row is None:
+        raise DeploymentNotFound(deployment_id)
+    return _row_to_deployment(row)
+
+
+def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None:
+    conn.execute(
+        "INSERT INTO deployments (id, service, environment, version, requester,"
+        " work_refs, risk, rollback_plan, status, reviewed_by, reviewed_at,"
+        " created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (deployment.id, deployment.service, deployment.environment, deployment.version,
+         deployment.requester, json.dumps(list(deployment.work_refs)), deployment.risk,
+         deployment.rollback_plan, deployment.status, deployment.reviewed_by,
+         deployment.reviewed_at, deployment.created_at, deployment.updated_at),
+    )
+
+
+def _append_event(conn: sqlite3.Connection, event: Event) -> None:
+    conn.execute(
+        "INSERT INTO deployment_events (deployment_id, sequence, type, actor, note,"
+        " from_status, to_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (event.deployment_id, event.sequence, event.type, event.actor, event.note,
+         event.from_status, event.to_status, event.created_at),
+    )
+
+
+def _row_to_deployment(row: sqlite3.Row) -> Deployment:
+    return Deployment(
+        id=row["id"], service=row["service"], environment=row["environment"],
+        version=row["version"], requester=row["requester"],
+        work_refs=tuple(json.loads(row["work_refs"])), risk=row["risk"],
+        rollback_plan=row["rollback_plan"], status=row["status"],
+        reviewed_by=row["reviewed_by"], reviewed_at=row["reviewed_at"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def _row_to_event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"], deployment_id=row["deployment_id"], sequence=row["sequence"],
+        type=row["type"], actor=row["actor"], note=row["note"],
+        from_status=row["from_status"], to_status=row["to_status"],
+        created_at=row["created_at"],
+    )
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "database is locked" in message or "database is busy" in message

@@ -1,0 +1,101 @@
+-- deployapi schema, version 1.
+--
+-- Executed with executescript() at every start-up, so every statement must be
+-- idempotent: CREATE ... IF NOT EXISTS, never DROP.  The repository records the
+-- version in PRAGMA user_version.
+
+-- Current state: one row per deployment, updated in place by lifecycle actions.
+-- Reads of current state come from here and never replay events.
+CREATE TABLE IF NOT EXISTS deployments (
+    id            TEXT PRIMARY KEY,
+    service       TEXT NOT NULL,
+    environment   TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    requester     TEXT NOT NULL,
+    work_refs     TEXT NOT NULL CHECK (json_valid(work_refs) AND json_type(work_refs) = 'array'),
+    risk          TEXT,
+    rollback_plan TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('pending_approval', 'approved', 'rejected',
+                                                  'started', 'succeeded', 'failed', 'rolled_back')),
+    reviewed_by   TEXT,
+    reviewed_at   TEXT,
+    -- RFC 3339 UTC with microseconds and a trailing Z: fixed width, so text
+    -- order is time order and the listing can sort and seek on it directly.
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+-- The listing (newest first, ties broken by id) with any combination of the
+-- service, environment and status filters is one range scan of one of these
+-- indexes, already in listing order: no sort, and a cursor seeks straight to
+-- its page.  requester, the filter on-call and auditors ask for most after
+-- those, gets one too; its combinations with the others fall back to the
+-- narrower of two indexes.
+CREATE INDEX IF NOT EXISTS deployments_newest_first
+    ON deployments (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_service
+    ON deployments (service, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_environment
+    ON deployments (environment, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_status
+    ON deployments (status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_service_environment
+    ON deployments (service, environment, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_service_status
+    ON deployments (service, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_environment_status
+    ON deployments (environment, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_service_environment_status
+    ON deployments (service, environment, status, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_requester
+    ON deployments (requester, created_at DESC, id DESC);
+
+-- History: one row per creation or action, appended in the same transaction
+-- that changes the deployment.  AUTOINCREMENT keeps ids strictly increasing and
+-- never reused, so id order is commit order.
+CREATE TABLE IF NOT EXISTS deployment_events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id TEXT NOT NULL REFERENCES deployments (id),
+    sequence      INTEGER NOT NULL CHECK (sequence >= 1),
+    type          TEXT NOT NULL CHECK (type IN ('created', 'approved', 'rejected', 'started',
+                                                'succeeded', 'failed', 'rolled_back')),
+    actor         TEXT NOT NULL,
+    note          TEXT,
+    from_status   TEXT,
+    to_status     TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    UNIQUE (deployment_id, sequence)
+);
+
+-- History is append-only in the database itself, so no code path (ours or a
+-- hand-typed sqlite3 session) can rewrite or erase it.
+CREATE TRIGGER IF NOT EXISTS deployment_events_no_update
+BEFORE UPDATE ON deployment_events
+BEGIN
+    SELECT RAISE(ABORT, 'deployment_events is append-only: UPDATE is not allowed');
+END;
+
+CREATE TRIGGER IF NOT EXISTS deployment_events_no_delete
+BEFORE DELETE ON deployment_events
+BEGIN
+    SELECT RAISE(ABORT, 'deployment_events is append-only: DELETE is not allowed');
+END;
+
+-- A deployment with history cannot vanish either.
+CREATE TRIGGER IF NOT EXISTS deployments_no_delete
+BEFORE DELETE ON deployments
+BEGIN
+    SELECT RAISE(ABORT, 'deployments are never deleted');
+END;
+
+-- Per-database settings the application needs to keep across restarts
+-- (for example the key that signs listing cursors).
+CREATE TABLE IF NOT EXISTS settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Signs listing cursors (see deployapi/listing.py).  Made once per database,
+-- so cursors survive restarts and are worthless against another database.
+INSERT OR IGNORE INTO settings (name, value)
+VALUES ('cursor_key', lower(hex(randomblob(32))));
