@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from . import errors, lifecycle, listing
@@ -91,18 +90,19 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > errors.MAX_BODY_BYTES:
         raise errors.payload_too_large()
     _require_json_content_type(request)
-    try:
-        # max_content_length also guards chunked bodies that declare no length.
-        request.max_content_length = errors.MAX_BODY_BYTES
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise errors.payload_too_large() from None
+    # Reading one byte past the limit also catches chunked bodies, which
+    # declare no length (Werkzeug passes those through only from servers that
+    # set wsgi.input_terminated, as waitress does).
+    body = request.stream.read(errors.MAX_BODY_BYTES + 1)
+    if len(body) > errors.MAX_BODY_BYTES:
+        raise errors.payload_too_large()
     if not body:
         raise errors.malformed_json("the request body is empty; send a JSON object")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise errors.malformed_json(f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        raise errors.malformed_json(
+            f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     try:
         value = json.loads(text, object_pairs_hook=_object_without_duplicate_keys,
                            parse_constant=_reject_constant)

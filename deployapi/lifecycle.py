@@ -425,7 +425,8 @@ def _text(payload, field, problems, *, required, required_because=""):
     if value is None:
         return None
     if required and not value.strip():
-        problems.append(FieldProblem(field, "must not be blank" + (f": {required_because}" if required_because else "")))
+        reason = f": {required_because}" if required_because else ""
+        problems.append(FieldProblem(field, "must not be blank" + reason))
         return None
     if len(value) > MAX_TEXT:
         problems.append(FieldProblem(field, f"must be at most {MAX_TEXT} characters"))

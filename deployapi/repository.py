@@ -231,33 +231,9 @@ class Repository:
 
     def list_deployments(self, query: ListQuery) -> tuple[list[Deployment], bool]:
         """One page of deployments, newest first, and whether more follow it."""
-        conditions: list[str] = []
-        parameters: list[object] = []
-        # Column names come from this fixed tuple, never from the request.
-        for column in EQUALITY_FILTERS:
-            value = getattr(query, column)
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                parameters.append(value)
-        if query.created_after is not None:
-            conditions.append("created_at >= ?")
-            parameters.append(query.created_after)
-        if query.after is not None:
-            # A cursor is only ever issued for a position inside the range, so
-            # it is a tighter upper bound than created_before.
-            conditions.append("(created_at, id) < (?, ?)")
-            parameters += [query.after.created_at, query.after.deployment_id]
-        elif query.created_before is not None:
-            conditions.append("created_at < ?")
-            parameters.append(query.created_before)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql, parameters = listing_sql(query)
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments"
-                f" INDEXED BY {_listing_index(query)}{where}"
-                " ORDER BY created_at DESC, id DESC LIMIT ?",
-                (*parameters, query.limit + 1),
-            ).fetchall()
+            rows = conn.execute(sql, parameters).fetchall()
         return [_row_to_deployment(row) for row in rows[:query.limit]], len(rows) > query.limit
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -300,6 +276,33 @@ _LISTING_INDEXES = {
     frozenset({"environment", "status"}): "deployments_by_environment_status",
     frozenset({"service", "environment", "status"}): "deployments_by_service_environment_status",
 }
+
+
+def listing_sql(query: ListQuery) -> tuple[str, list[object]]:
+    """The statement and parameters of one listing page (``limit + 1`` rows, to tell if more follow)."""
+    conditions: list[str] = []
+    parameters: list[object] = []
+    # Column names come from this fixed tuple, never from the request.
+    for column in EQUALITY_FILTERS:
+        value = getattr(query, column)
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            parameters.append(value)
+    if query.created_after is not None:
+        conditions.append("created_at >= ?")
+        parameters.append(query.created_after)
+    if query.after is not None:
+        # A cursor is only ever issued for a position inside the range, so
+        # it is a tighter upper bound than created_before.
+        conditions.append("(created_at, id) < (?, ?)")
+        parameters += [query.after.created_at, query.after.deployment_id]
+    elif query.created_before is not None:
+        conditions.append("created_at < ?")
+        parameters.append(query.created_before)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY {_listing_index(query)}{where}"
+           " ORDER BY created_at DESC, id DESC LIMIT ?")
+    return sql, [*parameters, query.limit + 1]
 
 
 def _listing_index(query: ListQuery) -> str:

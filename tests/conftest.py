@@ -1,0 +1,46 @@
+"""Fixtures and tiny builders shared by every layer of the tests."""
+
+from __future__ import annotations
+
+import pytest
+from builders import StepClock, create_body
+from werkzeug.test import Client
+
+from deployapi import create_app
+from deployapi.repository import Repository
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "deployapi.db"
+
+
+@pytest.fixture
+def repo(db_path):
+    repository = Repository(db_path, clock=StepClock())
+    yield repository
+    repository.close()
+
+
+@pytest.fixture
+def app(db_path):
+    application = create_app(db_path)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def client(app):
+    return Client(app)
+
+
+@pytest.fixture
+def created(client):
+    """Create a deployment over HTTP and return its JSON."""
+
+    def create(**overrides) -> dict:
+        response = client.post("/deployments", json=create_body(**overrides))
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()
+
+    return create

@@ -1,0 +1,79 @@
+"""Start and stop the real ``deployapi serve`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DEPLOYAPI = str(Path(sys.executable).with_name("deployapi"))
+URL_LINE = re.compile(r"listening on (http://\S+?)/? ")
+
+
+class Server:
+    """A running ``deployapi serve``; ``url`` has no trailing slash."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 15):
+        environment = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(
+            [DEPLOYAPI, "serve", *args], cwd=cwd, env=environment,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.first_line = self._read_line(timeout)
+        match = URL_LINE.search(self.first_line)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"server did not start: {self.first_line!r} {self.process.stderr.read()}")
+        self.url = match.group(1).rstrip("/")
+
+    def _read_line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        return self.process.stdout.readline() if ready else ""
+
+    def request(self, method: str, path: str, body: object = None, headers: dict | None = None):
+        """(status, headers, decoded JSON body or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, _json(error.read())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.process.stdout.close()
+            self.process.stderr.close()
+
+
+def _json(data: bytes):
+    return json.loads(data) if data else None
+
+
+def run_command(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 20):
+    """Run ``deployapi ARGS`` to completion."""
+    return subprocess.run([DEPLOYAPI, *args], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,148 @@
+"""The error model: problem+json bodies, status codes, and nothing changed by a refused request."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+
+import pytest
+from builders import create_body
+from werkzeug.test import Client, create_environ, run_wsgi_app
+
+from deployapi.app import DeployAPI
+from deployapi.repository import Repository
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+
+def assert_problem(response, status, code):
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    assert PROBLEM_FIELDS <= set(body)
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["detail"] and body["title"]
+    return body
+
+
+def deployment_count(app) -> int:
+    with sqlite3.connect(app.repository.db_path) as conn:
+        return conn.execute("SELECT count(*) FROM deployments").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"{", b"[]", b'"text"', b"null", b"42", b'{"service": "a",}', b"\xff\xfe{}",
+     b'{"a": NaN}', b'{"a": Infinity}', b'{"service": "a", "service": "b"}', b"[" * 60_000],
+    ids=["empty", "truncated", "array", "string", "null", "number", "trailing comma", "not UTF-8",
+         "NaN", "Infinity", "duplicate key", "deep nesting"],
+)
+def test_a_body_that_is_not_a_json_object_is_400_malformed_json(app, client, data):
+    response = client.post("/deployments", data=data, content_type="application/json")
+    assert_problem(response, 400, "malformed_json")
+    assert deployment_count(app) == 0
+
+
+def test_an_empty_body_without_a_content_type_is_malformed_json(client):
+    assert_problem(client.post("/deployments"), 400, "malformed_json")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "application/json-patch+json", "application/json; charset=latin-1"])
+def test_a_body_not_sent_as_json_is_415(app, client, content_type):
+    response = client.post("/deployments", data=json.dumps(create_body()), content_type=content_type)
+    assert_problem(response, 415, "unsupported_media_type")
+    assert deployment_count(app) == 0
+
+
+def test_a_body_without_a_content_type_is_415(client):
+    response = client.post("/deployments", data=json.dumps(create_body()), headers={"Content-Type": ""})
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON; charset=UTF-8"])
+def test_json_with_or_without_a_utf8_charset_is_accepted(client, content_type):
+    response = client.post("/deployments", data=json.dumps(create_body()), content_type=content_type)
+    assert response.status_code == 201
+
+
+def test_a_body_of_exactly_64_kib_is_read(client):
+    body = json.dumps(create_body(rollback_plan="x")).encode()
+    padded = body[:-1] + b" " * (65_536 - len(body)) + b"}"
+    assert len(padded) == 65_536
+    assert client.post("/deployments", data=padded, content_type="application/json").status_code == 201
+
+
+def test_a_body_over_64_kib_is_413(app, client):
+    body = json.dumps(create_body()).encode()
+    padded = body[:-1] + b" " * (65_537 - len(body)) + b"}"
+    assert_problem(client.post("/deployments", data=padded, content_type="application/json"), 413,
+                   "payload_too_large")
+    assert deployment_count(app) == 0
+
+
+def test_a_chunked_body_over_64_kib_is_413(app):
+    # A chunked upload reaches the app with no Content-Length; the limit must still hold.
+    environ = create_environ("/deployments", method="POST", content_type="application/json")
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(b'{"rollback_plan": "' + b"x" * 70_000 + b'"}'),
+                    "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    app_iter, status, headers = run_wsgi_app(app, environ)
+    assert status.startswith("413")
+    assert json.loads(b"".join(app_iter))["code"] == "payload_too_large"
+
+
+def test_422_lists_every_problem_with_field_and_message(client):
+    response = client.post("/deployments", json={"service": "Bad", "work_refs": "x", "nickname": "y"})
+    body = assert_problem(response, 422, "validation_failed")
+    fields = [e["field"] for e in body["errors"]]
+    assert set(fields) == {"service", "environment", "version", "requester", "work_refs", "rollback_plan",
+                           "nickname"}
+    assert all(set(e) == {"field", "message"} and e["message"] for e in body["errors"])
+
+
+@pytest.mark.parametrize("path", ["/", "/deployment", "/deployments/", "/deployments/x/events/",
+                                  "/deployments/x/approve/extra", "//deployments", "/openapi"])
+def test_unknown_paths_are_404_not_found(client, path):
+    assert_problem(client.get(path), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [("DELETE", "/deployments", {"GET", "HEAD", "POST"}), ("PUT", "/deployments/x", {"GET", "HEAD"}),
+     ("PATCH", "/deployments/x", {"GET", "HEAD"}), ("POST", "/deployments/x/events", {"GET", "HEAD"}),
+     ("POST", "/healthz", {"GET", "HEAD"}), ("DELETE", "/deployments/x/approve", {"POST"})],
+)
+def test_a_wrong_method_on_a_known_path_is_405_with_allow(client, method, path, allow):
+    response = client.open(path, method=method)
+    assert_problem(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allow
+
+
+def test_an_unexpected_error_is_a_generic_500_that_leaks_nothing(app, client, caplog):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internals at /srv/deployapi")
+
+    app.repository.get_deployment = explode
+    response = client.get("/deployments/abc")
+    body = assert_problem(response, 500, "internal_error")
+    assert "secret" not in response.get_data(as_text=True) and "Traceback" not in body["detail"]
+    assert "secret internals" in caplog.text
+
+
+def test_a_locked_database_is_503_with_retry_after(tmp_path):
+    path = tmp_path / "locked.db"
+    # A short busy timeout keeps the test fast; another connection holds the write lock.
+    app = DeployAPI(Repository(path, busy_timeout_ms=50), {"production"})
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        response = Client(app).post("/deployments", json=create_body())
+        assert_problem(response, 503, "database_busy")
+        assert response.headers["Retry-After"] == "1"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        app.close()

@@ -1,0 +1,188 @@
+"""The repository against real SQLite files: schema, atomic writes, persistence, history."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from builders import StepClock, new_deployment
+
+from deployapi.lifecycle import ActionRequest, InvalidTransition, SelfApproval
+from deployapi.repository import DatabaseError, DeploymentNotFound, Repository, schema_sql
+
+
+def table_names(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
+
+
+def count(path, sql, *params) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def inject_event_failure(path) -> None:
+    """Make every event insert fail, as a full disk or a bug in the event write would."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TRIGGER fail_events BEFORE INSERT ON deployment_events"
+                     " BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+
+
+def test_start_up_creates_the_schema_in_wal_mode(db_path, repo):
+    assert {"deployments", "deployment_events", "settings", "deployment_events_no_update",
+            "deployment_events_no_delete", "deployments_no_delete"} <= table_names(db_path)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_start_up_is_idempotent_and_keeps_data(db_path, repo):
+    deployment = repo.create_deployment(new_deployment())
+    again = Repository(db_path)
+    try:
+        assert again.get_deployment(deployment.id) == deployment
+    finally:
+        again.close()
+
+
+def test_schema_sql_has_no_drop_statement():
+    assert "DROP " not in schema_sql().upper()
+
+
+def test_create_writes_the_deployment_and_its_created_event_together(db_path, repo):
+    deployment = repo.create_deployment(new_deployment(requester="alice"))
+    assert deployment.status == "pending_approval"
+    assert deployment.created_at == deployment.updated_at
+    [event] = repo.list_events(deployment.id)
+    assert (event.type, event.sequence, event.actor, event.from_status, event.to_status) == (
+        "created", 1, "alice", None, "pending_approval")
+    assert event.created_at == deployment.created_at
+
+
+def test_data_survives_closing_and_reopening_the_file(db_path):
+    first = Repository(db_path)
+    deployment = first.create_deployment(new_deployment(work_refs=("JIRA-1", "PR-2")))
+    first.apply_action(deployment.id, ActionRequest("approve", "bob", "looks fine"))
+    first.close()
+
+    second = Repository(db_path)
+    try:
+        stored = second.get_deployment(deployment.id)
+        assert stored.status == "approved" and stored.work_refs == ("JIRA-1", "PR-2")
+        assert [e.type for e in second.list_events(deployment.id)] == ["created", "approved"]
+    finally:
+        second.close()
+
+
+def test_a_failed_event_insert_leaves_no_deployment_behind(db_path, repo):
+    inject_event_failure(db_path)
+    with pytest.raises(sqlite3.DatabaseError, match="injected failure"):
+        repo.create_deployment(new_deployment())
+    assert count(db_path, "SELECT count(*) FROM deployments") == 0
+
+
+def test_a_failed_event_insert_leaves_the_deployment_unchanged(db_path, repo):
+    deployment = repo.create_deployment(new_deployment())
+    inject_event_failure(db_path)
+    with pytest.raises(sqlite3.DatabaseError, match="injected failure"):
+        repo.apply_action(deployment.id, ActionRequest("approve", "bob", None))
+    assert repo.get_deployment(deployment.id) == deployment
+    assert count(db_path, "SELECT count(*) FROM deployment_events") == 1
+
+
+def test_the_repository_keeps_working_after_a_failed_write(db_path, repo):
+    inject_event_failure(db_path)
+    with pytest.raises(sqlite3.DatabaseError):
+        repo.create_deployment(new_deployment())
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TRIGGER fail_events")
+    assert repo.create_deployment(new_deployment()).status == "pending_approval"
+
+
+def test_every_action_appends_exactly_one_event_and_updates_the_state(db_path, repo):
+    deployment = repo.create_deployment(new_deployment(requester="alice"))
+    steps = [("approve", "bob", None, "approved"), ("start", "ci-bot", None, "started"),
+             ("succeed", "ci-bot", "green", "succeeded"), ("rollback", "oncall", "error spike", "rolled_back")]
+    for number, (action, actor, note, status) in enumerate(steps, start=2):
+        updated = repo.apply_action(deployment.id, ActionRequest(action, actor, note))
+        events = repo.list_events(deployment.id)
+        assert len(events) == number
+        assert updated.status == events[-1].to_status == status
+        assert (events[-1].sequence, events[-1].actor, events[-1].note) == (number, actor, note)
+        assert events[-1].created_at == updated.updated_at
+        assert repo.get_deployment(deployment.id) == updated
+    final = repo.get_deployment(deployment.id)
+    assert (final.reviewed_by, final.reviewed_at) == ("bob", repo.list_events(deployment.id)[1].created_at)
+
+
+def test_event_ids_increase_in_commit_order_across_deployments(repo):
+    a = repo.create_deployment(new_deployment())
+    b = repo.create_deployment(new_deployment())
+    repo.apply_action(a.id, ActionRequest("approve", "bob", None))
+    ids = [e.id for e in repo.list_events(a.id) + repo.list_events(b.id)]
+    assert sorted(ids) == [ids[0], ids[2], ids[1]]
+
+
+def test_a_refused_action_changes_nothing(db_path, repo):
+    deployment = repo.create_deployment(new_deployment(requester="alice"))
+    with pytest.raises(SelfApproval):
+        repo.apply_action(deployment.id, ActionRequest("approve", "ALICE", None))
+    with pytest.raises(InvalidTransition):
+        repo.apply_action(deployment.id, ActionRequest("start", "bob", None))
+    assert repo.get_deployment(deployment.id) == deployment
+    assert len(repo.list_events(deployment.id)) == 1
+
+
+def test_unknown_ids_are_not_found(repo):
+    for call in (repo.get_deployment, repo.list_events,
+                 lambda i: repo.apply_action(i, ActionRequest("approve", "bob", None))):
+        with pytest.raises(DeploymentNotFound):
+            call("no-such-id")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE deployment_events SET note = 'rewritten'", "DELETE FROM deployment_events",
+     "DELETE FROM deployments"],
+    ids=["update an event", "delete an event", "delete a deployment"],
+)
+def test_the_database_refuses_to_rewrite_history(db_path, repo, statement):
+    repo.create_deployment(new_deployment())
+    with sqlite3.connect(db_path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute(statement)
+    assert count(db_path, "SELECT count(*) FROM deployment_events WHERE note IS NULL") == 1
+
+
+def test_sql_metacharacters_are_stored_as_data(repo):
+    text = "'); DROP TABLE deployments; -- \" % _ \\"
+    deployment = repo.create_deployment(new_deployment(requester=text, rollback_plan=text, work_refs=(text,)))
+    stored = repo.get_deployment(deployment.id)
+    assert stored.requester == stored.rollback_plan == stored.work_refs[0] == text
+
+
+def test_ping_is_a_real_round_trip(repo):
+    repo.ping()
+    repo.close()
+    with pytest.raises(DatabaseError):
+        repo.ping()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_clearly(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    with pytest.raises(DatabaseError, match="cannot use database"):
+        Repository(path)
+
+
+def test_a_missing_directory_is_refused_clearly(tmp_path):
+    with pytest.raises(DatabaseError, match="cannot open database"):
+        Repository(tmp_path / "missing" / "deployapi.db")
+
+
+def test_timestamps_come_from_the_clock_in_the_stored_form(db_path):
+    clock = StepClock()
+    repository = Repository(db_path, clock=clock)
+    try:
+        deployment = repository.create_deployment(new_deployment())
+        assert deployment.created_at == "2026-11-26T10:00:00.001000Z"
+    finally:
+        repository.close()
