@@ -1,8 +1,9 @@
--- deployapi schema, version 1.
+-- deployapi schema, version 1 (repository.SCHEMA_VERSION).
 --
--- Executed with executescript() at every start-up, so every statement must be
--- idempotent: CREATE ... IF NOT EXISTS, never DROP.  The repository records the
--- version in PRAGMA user_version.
+-- Run statement by statement at every start-up, inside the transaction that
+-- also applies any migration steps (repository.migrate), so every statement
+-- must be idempotent: CREATE ... IF NOT EXISTS, never DROP.  The version is
+-- recorded in PRAGMA user_version.
 
 -- Current state: one row per deployment, updated in place by lifecycle actions.
 -- Reads of current state come from here and never replay events.

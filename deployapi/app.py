@@ -7,13 +7,15 @@ paths and 405 (with the allowed methods) for known paths.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import handlers, lifecycle
+from . import handlers, lifecycle, logs
 from .errors import problem_response
 from .handlers import Context
 from .repository import Repository
@@ -27,6 +29,7 @@ HANDLERS: dict[str, Handler] = {
     "list_deployment_events": handlers.list_deployment_events,
     "act_on_deployment": handlers.act_on_deployment,
     "health": handlers.health,
+    "openapi_document": handlers.openapi_document,
 }
 
 
@@ -42,6 +45,7 @@ def _url_map() -> Map:
             Rule(f"/deployments/<deployment_id>/<any({actions}):action>", methods=["POST"],
                  endpoint="act_on_deployment"),
             Rule("/healthz", methods=["GET"], endpoint="health"),
+            Rule("/openapi.json", methods=["GET"], endpoint="openapi_document"),
         ],
         merge_slashes=False,
     )
@@ -54,24 +58,39 @@ class DeployAPI:
         self.repository = repository
         self.url_map = _url_map()
         self.context = Context(repository=repository,
-                               production_environments=frozenset(production_environments))
+                               production_environments=frozenset(production_environments),
+                               openapi=load_openapi())
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.perf_counter()
         request = Request(environ)
-        response = self.dispatch(request)
+        request_id = logs.request_id_from(request.headers.get("X-Request-ID"))
+        response = self.dispatch(request, request_id)
+        response.headers["X-Request-ID"] = request_id
+        path = request.script_root + request.path
+        if request.query_string:
+            path += "?" + request.query_string.decode("latin-1")
+        logs.log_access(request.method, path, response.status_code,
+                        (time.perf_counter() - started) * 1000, request_id)
         return response(environ, start_response)
 
-    def dispatch(self, request: Request) -> Response:
+    def dispatch(self, request: Request, request_id: str = "") -> Response:
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            endpoint, arguments = adapter.match()
+            # websocket=False: an Upgrade header must not turn a request into a 400.
+            endpoint, arguments = adapter.match(websocket=False)
             return HANDLERS[endpoint](request, self.context, **arguments)
         except Exception as error:
-            return problem_response(error)
+            return problem_response(error, request_id)
 
     def close(self) -> None:
         """Close the database connections this app holds."""
         self.repository.close()
+
+
+def load_openapi() -> dict:
+    """The OpenAPI document shipped in the package (``deployapi/openapi.json``)."""
+    return json.loads(Path(__file__).with_name("openapi.json").read_text(encoding="utf-8"))
 
 
 def create_app(

@@ -1,33 +1,59 @@
-"""The ``deployapi`` command: ``deployapi serve`` runs the API under waitress."""
+"""The ``deployapi`` command: ``serve``, ``check`` and ``backup``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 
+from . import logs
 from .app import create_app
 from .config import ConfigError, load_settings
-from .repository import DatabaseError
+from .integrity import check_database
+from .repository import DatabaseError, backup_database
+
+logger = logging.getLogger("deployapi")
+
+# How long a stopping server waits for requests already received to be answered.
+DRAIN_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deployapi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="deployapi", description="The deployment record over HTTP.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     serve = commands.add_parser(
         "serve", help="serve the API under waitress",
         description="Serve the API under waitress. Each flag falls back to its DEPLOYAPI_* "
                     "environment variable, then to its default.")
     serve.add_argument("--host", help="address to bind (DEPLOYAPI_HOST; default 127.0.0.1)")
-    serve.add_argument("--port", help="port to bind, 0 for any free port (DEPLOYAPI_PORT; default 8080)")
-    serve.add_argument("--db", help="SQLite database file, created if missing (DEPLOYAPI_DB; default ./deployapi.db)")
+    serve.add_argument("--port", help="port, 0 for any free one (DEPLOYAPI_PORT; default 8080)")
+    serve.add_argument("--db", help="SQLite file, created if missing (DEPLOYAPI_DB; default ./deployapi.db)")
     serve.add_argument("--threads", help="worker threads (DEPLOYAPI_THREADS; default 4)")
-    serve.add_argument("--production-environments", dest="production_environments",
-                       metavar="A,B",
+    serve.add_argument("--production-environments", dest="production_environments", metavar="A,B",
                        help="environments whose deployments must state a risk "
                             "(DEPLOYAPI_PRODUCTION_ENVIRONMENTS; default production)")
+    serve.add_argument("--log-level", dest="log_level", metavar="|".join(logs.LEVELS),
+                       help="lowest level logged (DEPLOYAPI_LOG_LEVEL; default info)")
+    serve.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
+                       help="log lines as text or one JSON object each (DEPLOYAPI_LOG_FORMAT; default text)")
+
+    check = commands.add_parser(
+        "check", help="verify a database: SQLite integrity and the history invariants",
+        description="Verify a database without changing it. Exit 0 when every check holds, "
+                    "1 when one fails (listing the deployment ids), 2 when it cannot be read.")
+    check.add_argument("--db", default="./deployapi.db", help="SQLite file (default ./deployapi.db)")
+
+    backup = commands.add_parser(
+        "backup", help="copy a database consistently while it is being served",
+        description="Copy a database with SQLite's online backup API, then check the copy. "
+                    "The server may keep serving writes meanwhile.")
+    backup.add_argument("--db", default="./deployapi.db", help="SQLite file to copy (default ./deployapi.db)")
+    backup.add_argument("destination", help="new file to write; must not exist yet")
     return parser
 
 
@@ -35,43 +61,103 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(vars(args))
-    return 2  # unreachable: argparse rejects unknown commands
+    if args.command == "check":
+        return check(args.db)
+    return backup(args.db, args.destination)
+
+
+def check(path: str) -> int:
+    """Print the check report; 0 when all hold, 1 when any fails, 2 when the file can't be read."""
+    try:
+        report = check_database(path)
+    except (OSError, sqlite3.DatabaseError) as error:
+        print(f"deployapi check: cannot read {path!r}: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def backup(source: str, destination: str) -> int:
+    """Copy ``source`` to ``destination`` and check the copy."""
+    try:
+        backup_database(source, destination)
+    except (OSError, sqlite3.DatabaseError, DatabaseError) as error:
+        print(f"deployapi backup: {error}", file=sys.stderr)
+        return 2
+    print(f"copied {source} to {destination}; checking the copy")
+    return check(destination)
 
 
 def serve(flags: dict) -> int:
     """Run the server until SIGINT or SIGTERM; return the process exit code."""
     import waitress
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(flags)
+    except ConfigError as error:
+        print(f"deployapi: {error}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
         app = create_app(settings.db, production_environments=settings.production_environments)
-    except (ConfigError, ValueError, DatabaseError) as error:
+    except (ValueError, DatabaseError) as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
     try:
-        server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                        threads=settings.threads)
+        server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
     except OSError as error:
         print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}",
               file=sys.stderr)
         app.close()
         return 1
 
-    def stop(signum: int, frame: object) -> None:
-        # waitress's run() loop treats SystemExit as "stop": it closes the
-        # listening socket and lets worker threads finish their current request.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    host = server.effective_host
-    shown = f"[{host}]" if ":" in str(host) else host
-    print(f"deployapi listening on http://{shown}:{server.effective_port}/ "
-          f"(database {settings.db}, {settings.threads} threads)", flush=True)
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+    print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
+          flush=True)
     try:
-        server.run()
+        _run_until_stopped(server, stopping)
     finally:
         app.close()
     print("deployapi stopped", flush=True)
     return 0
+
+
+def _urls(server) -> str:
+    listening = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
+    return " ".join(f"http://{f'[{h}]' if ':' in str(h) else h}:{p}/" for h, p in listening)
+
+
+def _run_until_stopped(server, stopping: list[int]) -> None:
+    """Serve until a signal arrives, then stop accepting and answer what was already received.
+
+    waitress's own run() stops its event loop at once on SIGINT, so answers
+    that worker threads are still producing would never be sent.  This loop
+    runs waitress's event loop one step at a time instead (the signal
+    interrupts its select), then keeps it running until no connection has a
+    request in progress or unsent output, up to DRAIN_SECONDS.
+    """
+    from waitress import wasyncore
+    from waitress.server import BaseWSGIServer
+
+    socket_map = getattr(server, "map", None) or server._map
+    timeout = server.adj.asyncore_loop_timeout
+    while not stopping:
+        wasyncore.loop(timeout=timeout, map=socket_map, count=1)
+
+    listeners = [s for s in list(socket_map.values()) if isinstance(s, BaseWSGIServer)]
+    for listener in listeners:
+        wasyncore.dispatcher.close(listener)  # stop accepting; keep the trigger that wakes the loop
+    logger.info("stopping: answering requests in progress (signal %d)", stopping[0])
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline and any(_busy(listener) for listener in listeners):
+        wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+    for listener in listeners:
+        listener.task_dispatcher.shutdown(timeout=1)
+    wasyncore.close_all(socket_map)
+
+
+def _busy(listener) -> bool:
+    return any(channel.requests or channel.total_outbufs_len
+               for channel in list(listener.active_channels.values()))

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import lifecycle
+from . import lifecycle, logs
 from .app import production_set
 
 
@@ -25,6 +25,8 @@ class Settings:
     db: str = "./deployapi.db"
     threads: int = 4
     production_environments: frozenset[str] = frozenset(lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
+    log_level: str = "info"
+    log_format: str = "text"
 
 
 ENVIRONMENT_VARIABLES = {
@@ -33,6 +35,8 @@ ENVIRONMENT_VARIABLES = {
     "db": "DEPLOYAPI_DB",
     "threads": "DEPLOYAPI_THREADS",
     "production_environments": "DEPLOYAPI_PRODUCTION_ENVIRONMENTS",
+    "log_level": "DEPLOYAPI_LOG_LEVEL",
+    "log_format": "DEPLOYAPI_LOG_FORMAT",
 }
 
 
@@ -58,6 +62,12 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
         values["port"] = _integer(*raw["port"], low=0, high=65535)
     if "threads" in raw:
         values["threads"] = _integer(*raw["threads"], low=1, high=256)
+    for name, choices in (("log_level", logs.LEVELS), ("log_format", logs.FORMATS)):
+        if name in raw:
+            text, source = raw[name]
+            if text.lower() not in choices:
+                raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
+            values[name] = text.lower()
     if "production_environments" in raw:
         text, source = raw["production_environments"]
         try:

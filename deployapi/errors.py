@@ -62,7 +62,7 @@ def service_unavailable(detail: str) -> ApiError:
     return ApiError(503, "unavailable", "Service unavailable", detail)
 
 
-def problem_response(error: BaseException) -> Response:
+def problem_response(error: BaseException, request_id: str = "") -> Response:
     """Render any exception as problem+json; unknown ones as a logged, generic 500."""
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
@@ -98,7 +98,8 @@ def problem_response(error: BaseException) -> Response:
         status, code = error.code, "bad_request"
         title, detail = error.name, error.description or error.name
     else:
-        logger.error("unhandled error while serving a request", exc_info=error)
+        logger.error("unhandled error while serving request %s", request_id or "(no id)", exc_info=error,
+                     extra={"request_id": request_id})
         status, code, title = 500, "internal_error", "Internal server error"
         detail = "the server failed to handle the request; the error has been logged"
     return problem(status, code, title, detail, headers=headers, **extra)

@@ -23,6 +23,7 @@ class Context:
 
     repository: Repository
     production_environments: frozenset[str]
+    openapi: dict[str, Any]
 
 
 # --- handlers ------------------------------------------------------------------
@@ -68,6 +69,12 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
     action_request = lifecycle.validate_action(action, payload)
     deployment = ctx.repository.apply_action(deployment_id, action_request)
     return json_response(deployment_json(deployment))
+
+
+def openapi_document(request: Request, ctx: Context) -> Response:
+    # The mount prefix is only known per request: servers tells generated
+    # clients where the API lives.
+    return json_response({**ctx.openapi, "servers": [{"url": request.script_root or "/"}]})
 
 
 def health(request: Request, ctx: Context) -> Response:

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +63,74 @@ def schema_sql() -> str:
     raise FileNotFoundError(f"schema.sql not found next to {package_dir}")
 
 
+# --- schema versions -------------------------------------------------------------
+
+# The version schema.sql describes, recorded in PRAGMA user_version.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Migration:
+    """The statements that bring a database from ``version - 1`` to ``version``.
+
+    Only what ``CREATE ... IF NOT EXISTS`` in schema.sql cannot express belongs
+    here (new columns, backfills, changed triggers): schema.sql runs after the
+    steps and creates any new table or index itself.
+    """
+
+    version: int
+    statements: tuple[str, ...]
+
+
+# Ordered by version; empty while version 1 is the only schema there has been.
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was written by a newer deployapi than this one."""
+
+
+def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, ...], target: int) -> int:
+    """Bring the database to ``target``: the version's steps in order, then schema.sql.
+
+    Runs inside the caller's transaction, so a failing step leaves the database
+    as it was.  Returns the version the database was at.
+
+    :raises SchemaTooNew: when the database is already past ``target``.
+    """
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > target:
+        raise SchemaTooNew(
+            f"the database is at schema version {found}, but this deployapi knows versions up to "
+            f"{target}; upgrade deployapi instead of opening a newer database with an older one"
+        )
+    fresh = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deployments'").fetchone()[0] == 0
+    if not fresh:
+        # A database from before versioning has user_version 0 and the version-1 tables.
+        for step in migrations:
+            if max(found, 1) < step.version <= target:
+                for statement in step.statements:
+                    conn.execute(statement)
+    for statement in _statements(schema):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {int(target)}")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into whole statements (trigger bodies contain semicolons)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = [line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement at the end of the schema: {leftover[0]!r}")
+    return statements
+
+
 class Repository:
     """Deployments and their events in one SQLite file.
 
@@ -109,13 +178,19 @@ class Repository:
         with self._connection() as conn:
             try:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                # executescript commits first and runs outside any transaction;
-                # every statement in schema.sql is idempotent.
-                conn.executescript(schema_sql())
+                if mode.lower() != "wal":
+                    raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
             except sqlite3.DatabaseError as error:
                 raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
-            if mode.lower() != "wal":
-                raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
             key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
         self.cursor_key = bytes.fromhex(key["value"])
 
@@ -127,12 +202,19 @@ class Repository:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._open()
-        healthy = False
+        reusable = False
         try:
             yield conn
-            healthy = not conn.in_transaction
+            reusable = not conn.in_transaction
+        except sqlite3.Error:
+            raise  # the connection may be what failed: never hand it out again
+        except BaseException:
+            # Domain errors (not found, invalid transition) leave the connection
+            # as good as it was, unless they interrupted a transaction.
+            reusable = not conn.in_transaction
+            raise
         finally:
-            if healthy and not self._closed:
+            if reusable and not self._closed:
                 with self._pool_lock:
                     if len(self._idle) < IDLE_CONNECTIONS:
                         self._idle.append(conn)
@@ -310,6 +392,40 @@ def _listing_index(query: ListQuery) -> str:
     if not indexed and query.requester is not None:
         return "deployments_by_requester"
     return _LISTING_INDEXES[indexed]
+
+
+# --- backup ---------------------------------------------------------------------
+
+
+def backup_database(source: str | Path, destination: str | Path) -> None:
+    """Copy a database, live or not, into a new self-contained file.
+
+    SQLite's online backup API copies one consistent snapshot while writers
+    carry on (WAL mode lets them).  The copy is written beside ``destination``
+    and renamed into place only when complete.
+
+    :raises FileNotFoundError: no database at ``source``.
+    :raises FileExistsError: ``destination`` exists already (a backup never overwrites).
+    """
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise FileNotFoundError(f"no database file at {str(source)!r}")
+    if destination.exists():
+        raise FileExistsError(f"{str(destination)!r} exists already; choose a new file name")
+    partial = destination.with_name(destination.name + ".partial")
+    partial.unlink(missing_ok=True)
+    reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        writer = sqlite3.connect(partial)
+        try:
+            reader.backup(writer)
+            # One file that restores by copying: no -wal or -shm beside it.
+            writer.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            writer.close()
+    finally:
+        reader.close()
+    partial.replace(destination)
 
 
 # --- rows ---------------------------------------------------------------------

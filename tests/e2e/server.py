@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,11 @@ URL_LINE = re.compile(r"listening on (http://\S+?)/? ")
 
 
 class Server:
-    """A running ``deployapi serve``; ``url`` has no trailing slash."""
+    """A running ``deployapi serve``; ``url`` has no trailing slash.
+
+    Its stderr is read continuously by a thread (so a chatty log never fills
+    the pipe and blocks the server) and kept in ``stderr_text``.
+    """
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 15):
         environment = {**os.environ, **(env or {})}
@@ -27,12 +32,19 @@ class Server:
             [DEPLOYAPI, "serve", *args], cwd=cwd, env=environment,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        self._stderr: list[str] = []
+        self._stderr_reader = threading.Thread(target=self._stderr.extend, args=(self.process.stderr,), daemon=True)
+        self._stderr_reader.start()
         self.first_line = self._read_line(timeout)
         match = URL_LINE.search(self.first_line)
         if not match:
             self.stop()
-            raise RuntimeError(f"server did not start: {self.first_line!r} {self.process.stderr.read()}")
+            raise RuntimeError(f"server did not start: {self.first_line!r} {self.stderr_text}")
         self.url = match.group(1).rstrip("/")
+
+    @property
+    def stderr_text(self) -> str:
+        return "".join(self._stderr)
 
     def _read_line(self, timeout: float) -> str:
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
@@ -50,14 +62,17 @@ class Server:
             return error.code, error.headers, _json(error.read())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Send ``sig`` and wait for the exit code."""
+        """Send ``sig`` (if still running) and wait for the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout)
-        finally:
-            self.process.stdout.close()
-            self.process.stderr.close()
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._stderr_reader.join(5)
+        self.process.stdout.close()
+        return code
 
 
 def _json(data: bytes):

@@ -29,6 +29,10 @@ def test_the_wheel_carries_the_top_level_schema_unchanged(wheel):
         names = archive.namelist()
     assert packaged == (ROOT / "schema.sql").read_bytes()
     assert not any(name.startswith(("tests/", "docs/")) for name in names)
+    # deployapi._schema is mapped onto the project root (setup.cfg): nothing but
+    # the schema may ride along, e.g. a stray top-level .py file.
+    assert [n for n in names if n.startswith("deployapi/_schema/")] == ["deployapi/_schema/schema.sql"]
+    assert "deployapi/openapi.json" in names
 
 
 def test_the_installed_wheel_serves_from_another_directory(wheel, tmp_path):

@@ -146,3 +146,9 @@ def test_a_locked_database_is_503_with_retry_after(tmp_path):
         blocker.execute("ROLLBACK")
         blocker.close()
         app.close()
+
+
+def test_an_upgrade_header_does_not_change_routing(client):
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    assert client.get("/healthz", headers=headers).status_code == 200
+    assert client.get("/deployments/nope", headers=headers).get_json()["code"] == "not_found"

@@ -1,0 +1,130 @@
+"""Operating the real process: check, backup while serving, logs, and a graceful stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+from builders import create_body
+from server import run_command
+
+pytestmark = pytest.mark.e2e
+
+
+def test_check_passes_on_a_served_database_and_fails_with_the_ids_on_a_tampered_one(tmp_path, start_server):
+    db = tmp_path / "live.db"
+    server = start_server("--db", str(db))
+    _, _, created = server.request("POST", "/deployments", create_body())
+    server.request("POST", f"/deployments/{created['id']}/approve", {"actor": "bob"})
+    result = run_command("check", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "all checks passed" in result.stdout
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE deployments SET status = 'succeeded' WHERE id = ?", (created["id"],))
+    result = run_command("check", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"FAILED  status and updated_at match the last event: 1 — {created['id']}" in result.stdout
+
+
+def test_check_of_a_missing_file_is_exit_2_and_creates_nothing(tmp_path):
+    result = run_command("check", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
+    assert result.returncode == 2 and "no database file" in result.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_backup_while_the_server_takes_writes_gives_a_checked_copy(tmp_path, start_server):
+    db = tmp_path / "live.db"
+    server = start_server("--db", str(db), "--threads", "4")
+    stop = threading.Event()
+    acknowledged = []
+
+    def write():
+        while not stop.is_set():
+            status, _, body = server.request("POST", "/deployments", create_body())
+            assert status == 201
+            acknowledged.append(body["id"])
+
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for w in writers:
+        w.start()
+    try:
+        time.sleep(0.3)
+        result = run_command("backup", "--db", str(db), str(tmp_path / "copy.db"), cwd=tmp_path)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed" in result.stdout
+    with sqlite3.connect(tmp_path / "copy.db") as conn:
+        copied = conn.execute("SELECT count(*) FROM deployments").fetchone()[0]
+    assert 0 < copied <= len(acknowledged)
+    assert run_command("backup", "--db", str(db), str(tmp_path / "copy.db"), cwd=tmp_path).returncode == 2
+
+
+def test_sigterm_lets_a_request_in_progress_finish(tmp_path, start_server):
+    db = tmp_path / "drain.db"
+    server = start_server("--db", str(db))
+    # Hold SQLite's write lock from outside, so a create waits inside the server.
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    outcome = {}
+
+    def create():
+        outcome["status"], _, outcome["body"] = server.request("POST", "/deployments", create_body())
+
+    request = threading.Thread(target=create)
+    request.start()
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    blocker.execute("COMMIT")
+    blocker.close()
+    request.join(10)
+    assert outcome.get("status") == 201
+    assert server.stop() == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT id FROM deployments").fetchone()[0] == outcome["body"]["id"]
+
+
+def test_every_request_is_logged_once_with_its_request_id(tmp_path, start_server):
+    server = start_server("--log-format", "json")
+    status, headers, _ = server.request("GET", "/healthz", headers={"X-Request-ID": "trace-abc-123"})
+    assert status == 200 and headers["X-Request-ID"] == "trace-abc-123"
+    _, headers, _ = server.request("GET", "/deployments/nope")
+    generated = headers["X-Request-ID"]
+    assert len(generated) == 32
+    server.stop()
+    records = [json.loads(line) for line in server.stderr_text.splitlines() if line.startswith("{")]
+    access = [r for r in records if r["logger"] == "deployapi.access"]
+    assert [(r["method"], r["path"], r["status"], r["request_id"]) for r in access] == [
+        ("GET", "/healthz", 200, "trace-abc-123"), ("GET", "/deployments/nope", 404, generated)]
+    assert all(r["duration_ms"] >= 0 for r in access)
+
+
+def test_text_logs_and_level(tmp_path, start_server):
+    server = start_server("--log-level", "warning")
+    server.request("GET", "/healthz")
+    server.stop()
+    assert "deployapi.access" not in server.stderr_text
+    verbose = start_server("--log-level", "info")
+    verbose.request("GET", "/healthz")
+    verbose.stop()
+    assert "deployapi.access: GET /healthz 200" in verbose.stderr_text
+
+
+@pytest.mark.parametrize("location", ["/proc/deployapi.db", "/proc/self/nope/deployapi.db", "."],
+                         ids=["read-only file system", "missing directory", "a directory"])
+def test_an_unusable_database_location_is_a_one_line_error(tmp_path, location):
+    # Tests run as root in CI, so file modes cannot make a location unwritable;
+    # /proc is read-only for everyone.
+    result = run_command("serve", "--port", "0", "--db", location, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "database" in result.stderr
