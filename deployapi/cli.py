@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from . import logs
 from .app import create_app
-from .config import ConfigError, load_settings
+from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
 from .integrity import check_database
 from .repository import DatabaseError, backup_database
 
@@ -46,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="verify a database: SQLite integrity and the history invariants",
         description="Verify a database without changing it. Exit 0 when every check holds, "
                     "1 when one fails (listing the deployment ids), 2 when it cannot be read.")
-    check.add_argument("--db", default="./deployapi.db", help="SQLite file (default ./deployapi.db)")
+    check.add_argument("--db", help="SQLite file (DEPLOYAPI_DB; default ./deployapi.db)")
 
     backup = commands.add_parser(
         "backup", help="copy a database consistently while it is being served",
         description="Copy a database with SQLite's online backup API, then check the copy. "
                     "The server may keep serving writes meanwhile.")
-    backup.add_argument("--db", default="./deployapi.db", help="SQLite file to copy (default ./deployapi.db)")
+    backup.add_argument("--db", help="SQLite file to copy (DEPLOYAPI_DB; default ./deployapi.db)")
     backup.add_argument("destination", help="new file to write; must not exist yet")
     return parser
 
@@ -61,9 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(vars(args))
+    db = args.db or os.environ.get(ENVIRONMENT_VARIABLES["db"]) or Settings.db
     if args.command == "check":
-        return check(args.db)
-    return backup(args.db, args.destination)
+        return check(db)
+    return backup(db, args.destination)
 
 
 def check(path: str) -> int:
@@ -105,9 +107,9 @@ def serve(flags: dict) -> int:
         return 2
     try:
         server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
-    except OSError as error:
-        print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}",
-              file=sys.stderr)
+    except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
+        reason = getattr(error, "strerror", None) or error
+        print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
         app.close()
         return 1
 
@@ -134,9 +136,10 @@ def _run_until_stopped(server, stopping: list[int]) -> None:
 
     waitress's own run() stops its event loop at once on SIGINT, so answers
     that worker threads are still producing would never be sent.  This loop
-    runs waitress's event loop one step at a time instead (the signal
-    interrupts its select), then keeps it running until no connection has a
-    request in progress or unsent output, up to DRAIN_SECONDS.
+    runs waitress's event loop one step at a time instead (a signal is seen
+    after the current step, within asyncore_loop_timeout, 1 s by default),
+    then keeps it running until no connection has a request in progress or
+    unsent output, up to DRAIN_SECONDS.
     """
     from waitress import wasyncore
     from waitress.server import BaseWSGIServer

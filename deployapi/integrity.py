@@ -109,7 +109,7 @@ def check_database(path: str | Path) -> Report:
     """Run every check on the database file at ``path`` without changing it.
 
     :raises FileNotFoundError: when there is no file at ``path``.
-    :raises sqlite3.DatabaseError: when the file is not a usable SQLite database.
+    :raises sqlite3.DatabaseError: when the file is not SQLite, or not a deployapi database.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,6 +117,10 @@ def check_database(path: str | Path) -> Report:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")
+        # Not SQLite at all, or not a deployapi database: nothing to check (exit 2, not 1).
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"deployments", "deployment_events"} <= tables:
+            raise sqlite3.DatabaseError("not a deployapi database (no deployments and deployment_events tables)")
         results = [
             CheckResult("SQLite integrity_check", tuple(
                 line for line in _offenders(conn, "PRAGMA integrity_check") if line != "ok")),

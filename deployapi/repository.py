@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -100,10 +101,7 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
     """
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > target:
-        raise SchemaTooNew(
-            f"the database is at schema version {found}, but this deployapi knows versions up to "
-            f"{target}; upgrade deployapi instead of opening a newer database with an older one"
-        )
+        raise SchemaTooNew(_too_new_message(found, target))
     fresh = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deployments'").fetchone()[0] == 0
     if not fresh:
         # A database from before versioning has user_version 0 and the version-1 tables.
@@ -115,6 +113,11 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {int(target)}")
     return found
+
+
+def _too_new_message(found: int, known: int) -> str:
+    return (f"the database is at schema version {found}, but this deployapi knows versions up to "
+            f"{known}; upgrade deployapi instead of opening a newer database with an older one")
 
 
 def _statements(script: str) -> list[str]:
@@ -151,6 +154,7 @@ class Repository:
         # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
         self._write_lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
         self._initialise()
 
     # --- connections and transactions -------------------------------------
@@ -175,23 +179,31 @@ class Repository:
         return conn
 
     def _initialise(self) -> None:
-        with self._connection() as conn:
+        # A connection of its own, closed afterwards rather than pooled: an app
+        # built before a server forks its workers must not hand one SQLite
+        # connection to several processes.
+        conn = self._open()
+        try:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:  # refuse before changing anything, even the journal mode
+                raise SchemaTooNew(_too_new_message(found, SCHEMA_VERSION))
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as error:
-                raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+                migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
             key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+        finally:
+            conn.close()
         self.cursor_key = bytes.fromhex(key["value"])
 
     @contextlib.contextmanager
@@ -199,6 +211,9 @@ class Repository:
         if self._closed:
             raise DatabaseError("the repository is closed")
         with self._pool_lock:
+            if self._pid != os.getpid():
+                # Forked since these were opened: they belong to the parent process.
+                self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._open()
@@ -228,23 +243,30 @@ class Repository:
 
         :raises DatabaseBusy: another process held the write lock past the busy timeout.
         """
-        with self._write_lock, self._connection() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
+        # Bounded like SQLite's own wait, so a queue of writers in this process
+        # cannot hold a request longer than the busy timeout either.
+        if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
+            raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+        try:
+            with self._connection() as conn:
                 try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # Never let a failing ROLLBACK hide the error that caused it;
-                    # the connection is then discarded by _connection().
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        # Never let a failing ROLLBACK hide the error that caused it;
+                        # the connection is then discarded by _connection().
+                        if conn.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
+                        raise
+                except sqlite3.OperationalError as error:
+                    if _is_busy(error):
+                        raise DatabaseBusy(str(error)) from error
                     raise
-            except sqlite3.OperationalError as error:
-                if _is_busy(error):
-                    raise DatabaseBusy(str(error)) from error
-                raise
+        finally:
+            self._write_lock.release()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -423,9 +445,10 @@ def backup_database(source: str | Path, destination: str | Path) -> None:
             writer.execute("PRAGMA journal_mode = DELETE")
         finally:
             writer.close()
+        partial.replace(destination)
     finally:
         reader.close()
-    partial.replace(destination)
+        partial.unlink(missing_ok=True)  # only left when the copy failed
 
 
 # --- rows ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from builders import StepClock, create_body
+from server_process import Server
 from werkzeug.test import Client
 
 from deployapi import create_app
@@ -44,3 +45,21 @@ def created(client):
         return response.get_json()
 
     return create
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start ``deployapi serve`` (port 0 unless given); every server is stopped after the test."""
+    started: list[Server] = []
+
+    def start(*args: str, cwd=None, env=None) -> Server:
+        if "--port" not in args and "DEPLOYAPI_PORT" not in (env or {}):
+            args = (*args, "--port", "0")
+        server = Server(*args, cwd=cwd or tmp_path, env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+

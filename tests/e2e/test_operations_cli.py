@@ -10,7 +10,7 @@ import time
 
 import pytest
 from builders import create_body
-from server import run_command
+from server_process import run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +128,37 @@ def test_an_unusable_database_location_is_a_one_line_error(tmp_path, location):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "database" in result.stderr
+
+
+def test_check_of_a_file_that_is_not_a_deployapi_database_is_exit_2(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+    (tmp_path / "text.db").write_text("plain text, not SQLite\n" * 100)
+    for path in (other, tmp_path / "text.db"):
+        result = run_command("check", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_check_and_backup_read_deployapi_db_from_the_environment(tmp_path, start_server):
+    db = tmp_path / "env.db"
+    server = start_server("--db", str(db))
+    server.request("POST", "/deployments", create_body())
+    env = {"DEPLOYAPI_DB": str(db)}
+    assert run_command("check", cwd=tmp_path, env=env).returncode == 0
+    assert run_command("backup", str(tmp_path / "copy.db"), cwd=tmp_path, env=env).returncode == 0
+    assert not (tmp_path / "deployapi.db").exists()
+
+
+def test_a_failed_backup_leaves_no_partial_file(tmp_path):
+    (tmp_path / "text.db").write_text("plain text, not SQLite\n" * 100)
+    result = run_command("backup", "--db", str(tmp_path / "text.db"), str(tmp_path / "copy.db"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.db"]
+
+
+def test_an_unresolvable_host_is_a_one_line_error(tmp_path):
+    result = run_command("serve", "--host", "no-such-host.invalid", "--port", "0", "--db", str(tmp_path / "x.db"),
+                         cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "cannot listen on no-such-host.invalid" in result.stderr

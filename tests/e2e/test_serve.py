@@ -10,9 +10,8 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
-
 from builders import create_body
-from server import run_command
+from server_process import run_command
 
 pytestmark = pytest.mark.e2e
 

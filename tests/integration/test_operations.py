@@ -232,3 +232,45 @@ def test_a_failing_migration_step_leaves_the_database_as_it_was(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
     conn.close()
+
+
+def test_a_newer_database_is_refused_without_being_changed(db_path, repo):
+    repo.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(DatabaseError):
+        Repository(db_path)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_writers_queued_in_one_process_give_up_after_the_busy_timeout(tmp_path):
+    from deployapi.repository import DatabaseBusy
+
+    path = tmp_path / "queue.db"
+    repository = Repository(path, busy_timeout_ms=200)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    outcomes = []
+
+    def write():
+        try:
+            repository.create_deployment(new_deployment())
+            outcomes.append("created")
+        except DatabaseBusy:
+            outcomes.append("busy")
+
+    try:
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        # Every writer queued behind the in-process lock gets DatabaseBusy (a 503)
+        # instead of waiting without bound.
+        assert outcomes == ["busy"] * 4
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        repository.close()
