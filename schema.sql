@@ -30,8 +30,8 @@ CREATE TABLE IF NOT EXISTS deployments (
 -- service, environment and status filters is one range scan of one of these
 -- indexes, already in listing order: no sort, and a cursor seeks straight to
 -- its page.  requester, the filter on-call and auditors ask for most after
--- those, gets one too; its combinations with the others fall back to the
--- narrower of two indexes.
+-- those, gets one too, which also serves requester combined with the others
+-- (see repository._listing_index).
 CREATE INDEX IF NOT EXISTS deployments_newest_first
     ON deployments (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS deployments_by_service

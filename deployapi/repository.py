@@ -368,8 +368,11 @@ class Repository:
 # Every combination of the service, environment and status filters has an index
 # in listing order (see schema.sql).  Naming it with INDEXED BY keeps the plan
 # independent of table statistics: without them SQLite may pick a shorter index
-# and filter row by row.  requester alone has its own index; combined with
-# other filters it is checked on the rows of theirs.
+# and filter row by row.  Any query with requester uses the requester index and
+# checks the other filters row by row: one person's deployments are few next to
+# a service's or a status's (measured at 1M rows: status + a rare requester took
+# 856 ms on the status index, under 1 ms on the requester one).  The slow case
+# left is a very busy requester (a CI bot) with a rare other filter.
 _LISTING_INDEXES = {
     frozenset(): "deployments_newest_first",
     frozenset({"service"}): "deployments_by_service",
@@ -411,7 +414,7 @@ def listing_sql(query: ListQuery) -> tuple[str, list[object]]:
 
 def _listing_index(query: ListQuery) -> str:
     indexed = frozenset(c for c in ("service", "environment", "status") if getattr(query, c) is not None)
-    if not indexed and query.requester is not None:
+    if query.requester is not None:
         return "deployments_by_requester"
     return _LISTING_INDEXES[indexed]
 
