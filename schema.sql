@@ -1,4 +1,4 @@
--- deployapi schema, version 1 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 2 (repository.SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository.migrate), so every statement
@@ -100,3 +100,16 @@ CREATE TABLE IF NOT EXISTS settings (
 -- so cursors survive restarts and are worthless against another database.
 INSERT OR IGNORE INTO settings (name, value)
 VALUES ('cursor_key', lower(hex(randomblob(32))));
+
+-- Responses to requests sent with an Idempotency-Key, stored in the same
+-- transaction as the write they answer, so a retry gets the first answer
+-- instead of a second write (version 2).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,   -- SHA-256 of method, path, identity and canonical body
+    status      INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    location    TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);

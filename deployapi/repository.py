@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from . import lifecycle
@@ -24,6 +24,10 @@ from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from .listing import EQUALITY_FILTERS, ListQuery
 
 BUSY_TIMEOUT_MS = 5000
+# Idempotency keys answer replays for at least this long; older ones are
+# pruned a batch at a time by later idempotent writes.
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
+IDEMPOTENCY_PRUNE_BATCH = 100
 # Connections kept open between requests; more are opened under load and
 # closed again when returned to a full pool.
 IDLE_CONNECTIONS = 8
@@ -67,7 +71,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,11 @@ class Migration:
     statements: tuple[str, ...]
 
 
-# Ordered by version; empty while version 1 is the only schema there has been.
-MIGRATIONS: tuple[Migration, ...] = ()
+# Ordered by version.
+MIGRATIONS: tuple[Migration, ...] = (
+    # 2: the idempotency_keys table, which schema.sql creates; no other change.
+    Migration(2, ()),
+)
 
 
 class SchemaTooNew(sqlite3.DatabaseError):
@@ -296,14 +303,19 @@ class Repository:
         with self._read() as conn:
             conn.execute("SELECT count(*) FROM settings").fetchone()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[WriteTransaction]:
+        """One ``BEGIN IMMEDIATE`` transaction for several writes that must stand or fall together.
+
+        :raises DatabaseBusy: the database stayed locked past the busy timeout.
+        """
+        with self._write() as conn:
+            yield WriteTransaction(conn, self._clock)
+
     def create_deployment(self, request: NewDeployment) -> Deployment:
         """Store a new deployment and its ``created`` event in one transaction."""
-        with self._write() as conn:
-            now = self._clock()
-            deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
-            _insert_deployment(conn, deployment)
-            _append_event(conn, event)
-        return deployment
+        with self.transaction() as tx:
+            return tx.create_deployment(request)
 
     def get_deployment(self, deployment_id: str) -> Deployment:
         """The deployment's current state.
@@ -347,22 +359,99 @@ class Repository:
         :raises lifecycle.InvalidTransition:
         :raises lifecycle.SelfApproval:
         """
-        with self._write() as conn:
-            current = _fetch_deployment(conn, deployment_id)
-            sequence = conn.execute(
-                "SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = ?",
-                (deployment_id,),
-            ).fetchone()[0]
-            updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
-            conn.execute(
-                "UPDATE deployments"
-                " SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ?"
-                " WHERE id = ?",
-                (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at,
-                 deployment_id),
-            )
-            _append_event(conn, event)
+        with self.transaction() as tx:
+            return tx.apply_action(deployment_id, request)
+
+    def list_events_after(self, after: int, limit: int, *, service: str | None = None,
+                          environment: str | None = None, event_type: str | None = None) -> list[Event]:
+        """Events of every deployment with ids above ``after``, in id (= commit) order.
+
+        Ids are assigned inside the single writing transaction, so every
+        snapshot holds a gap-free prefix of them: a reader that resumes after
+        the last id it saw misses nothing and sees nothing twice.
+        """
+        conditions, parameters = ["e.id > ?"], [after]
+        for column, value in (("d.service", service), ("d.environment", environment), ("e.type", event_type)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                parameters.append(value)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM deployment_events e"
+                " JOIN deployments d ON d.id = e.deployment_id"
+                f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?",
+                (*parameters, limit),
+            ).fetchall()
+        return [_row_to_event(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The answer first given to a request carrying an Idempotency-Key."""
+
+    fingerprint: str
+    status: int
+    body: str
+    location: str | None
+
+
+class WriteTransaction:
+    """The writes available inside one ``Repository.transaction()``."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock):
+        self._conn = conn
+        self._clock = clock
+
+    def create_deployment(self, request: NewDeployment) -> Deployment:
+        now = self._clock()
+        deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
+        _insert_deployment(self._conn, deployment)
+        _append_event(self._conn, event)
+        return deployment
+
+    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
+        """:raises DeploymentNotFound, lifecycle.InvalidTransition, lifecycle.SelfApproval:"""
+        current = _fetch_deployment(self._conn, deployment_id)
+        sequence = self._conn.execute(
+            "SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = ?",
+            (deployment_id,),
+        ).fetchone()[0]
+        updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
+        self._conn.execute(
+            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
+            (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at, deployment_id),
+        )
+        _append_event(self._conn, event)
         return updated
+
+    def stored_response(self, key: str) -> StoredResponse | None:
+        """The response stored under an idempotency key within its retention, if any."""
+        row = self._conn.execute(
+            "SELECT fingerprint, status, body, location FROM idempotency_keys"
+            " WHERE key = ? AND created_at >= ?",
+            (key, self._retention_cutoff()),
+        ).fetchone()
+        return StoredResponse(*row) if row else None
+
+    def store_response(self, key: str, response: StoredResponse) -> None:
+        """Keep a response for replays of its key; prune a bounded batch of expired keys."""
+        cutoff = self._retention_cutoff()
+        # A bounded batch per write keeps the cost of pruning flat however many expired.
+        self._conn.execute(
+            "DELETE FROM idempotency_keys WHERE key IN"
+            " (SELECT key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            (cutoff, IDEMPOTENCY_PRUNE_BATCH),
+        )
+        # REPLACE: an expired key that was not pruned yet is simply reused.
+        self._conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, status, body, location, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (key, response.fingerprint, response.status, response.body, response.location,
+             lifecycle.format_timestamp(self._clock())),
+        )
+
+    def _retention_cutoff(self) -> str:
+        return lifecycle.format_timestamp(self._clock() - IDEMPOTENCY_RETENTION)
 
 
 # Every combination of the service, environment and status filters has an index
@@ -456,6 +545,9 @@ def backup_database(source: str | Path, destination: str | Path) -> None:
 
 # --- rows ---------------------------------------------------------------------
 
+_EVENT_COLUMNS = (
+    "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at"
+)
 _DEPLOYMENT_COLUMNS = (
     "id, service, environment, version, requester, work_refs, risk, rollback_plan,"
     " status, reviewed_by, reviewed_at, created_at, updated_at"

@@ -171,6 +171,8 @@ def test_a_version_1_database_is_upgraded_on_start_up_keeping_its_history(tmp_pa
     try:
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            # Version 2 added the idempotency table.
+            assert conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 0
         after = check_database(path)
         assert after.ok and (after.deployments, after.events) == (before.deployments, before.events)
         [deployment] = repository.list_events("01v1deployment000000000000")[:1]
@@ -210,26 +212,29 @@ def test_a_database_from_a_newer_version_is_refused_clearly(db_path, repo):
 def test_migration_steps_run_in_order_and_only_once(tmp_path):
     path = tmp_path / "m.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, schema_sql(), MIGRATIONS, 1)
-    steps = (Migration(2, ("CREATE TABLE step_log (n INTEGER)", "INSERT INTO step_log VALUES (2)")),
-             Migration(3, ("INSERT INTO step_log VALUES (3)",)))
-    assert migrate(conn, schema_sql(), steps, 3) == 1
-    assert migrate(conn, schema_sql(), steps, 3) == 3  # already there: nothing runs again
-    assert [r[0] for r in conn.execute("SELECT n FROM step_log")] == [2, 3]
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+    v = SCHEMA_VERSION
+    steps = (*MIGRATIONS,
+             Migration(v + 1, ("CREATE TABLE step_log (n INTEGER)", f"INSERT INTO step_log VALUES ({v + 1})")),
+             Migration(v + 2, (f"INSERT INTO step_log VALUES ({v + 2})",)))
+    assert migrate(conn, schema_sql(), steps, v + 2) == v
+    assert migrate(conn, schema_sql(), steps, v + 2) == v + 2  # already there: nothing runs again
+    assert [r[0] for r in conn.execute("SELECT n FROM step_log")] == [v + 1, v + 2]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == v + 2
     conn.close()
 
 
 def test_a_failing_migration_step_leaves_the_database_as_it_was(tmp_path):
     path = tmp_path / "m.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, schema_sql(), MIGRATIONS, 1)
-    steps = (Migration(2, ("CREATE TABLE half_done (n INTEGER)", "INSERT INTO no_such_table VALUES (1)")),)
+    migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+    steps = (*MIGRATIONS, Migration(SCHEMA_VERSION + 1, ("CREATE TABLE half_done (n INTEGER)",
+                                                         "INSERT INTO no_such_table VALUES (1)")))
     conn.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError):
-        migrate(conn, schema_sql(), steps, 2)
+        migrate(conn, schema_sql(), steps, SCHEMA_VERSION + 1)
     conn.execute("ROLLBACK")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
     conn.close()
 
