@@ -16,7 +16,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import handlers, lifecycle, logs
-from .errors import problem_response
+from .errors import problem_response, unauthenticated
 from .handlers import Context
 from .repository import Repository
 
@@ -30,7 +30,12 @@ HANDLERS: dict[str, Handler] = {
     "act_on_deployment": handlers.act_on_deployment,
     "health": handlers.health,
     "openapi_document": handlers.openapi_document,
+    "list_event_feed": handlers.list_event_feed,
 }
+
+# Reachable without an authenticated user even when REMOTE_USER is trusted,
+# so load balancers can probe the service.
+PUBLIC_ENDPOINTS = frozenset({"health"})
 
 
 def _url_map() -> Map:
@@ -46,6 +51,7 @@ def _url_map() -> Map:
                  endpoint="act_on_deployment"),
             Rule("/healthz", methods=["GET"], endpoint="health"),
             Rule("/openapi.json", methods=["GET"], endpoint="openapi_document"),
+            Rule("/events", methods=["GET"], endpoint="list_event_feed"),
         ],
         merge_slashes=False,
     )
@@ -54,12 +60,13 @@ def _url_map() -> Map:
 class DeployAPI:
     """The WSGI application.  Holds its own repository: no module-level state."""
 
-    def __init__(self, repository: Repository, production_environments: Collection[str]):
+    def __init__(self, repository: Repository, production_environments: Collection[str], *,
+                 trust_remote_user: bool = False):
         self.repository = repository
         self.url_map = _url_map()
         self.context = Context(repository=repository,
                                production_environments=frozenset(production_environments),
-                               openapi=load_openapi())
+                               openapi=load_openapi(), trust_remote_user=trust_remote_user)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -79,6 +86,9 @@ class DeployAPI:
         try:
             # websocket=False: an Upgrade header must not turn a request into a 400.
             endpoint, arguments = adapter.match(websocket=False)
+            if self.context.trust_remote_user and endpoint not in PUBLIC_ENDPOINTS \
+                    and lifecycle.clean_identity(request.environ.get("REMOTE_USER")) is None:
+                raise unauthenticated()
             return HANDLERS[endpoint](request, self.context, **arguments)
         except Exception as error:
             return problem_response(error, request_id)
@@ -86,6 +96,26 @@ class DeployAPI:
     def close(self) -> None:
         """Close the database connections this app holds."""
         self.repository.close()
+
+
+class RemoteUserFromHeader:
+    """Sets the WSGI ``REMOTE_USER`` from a request header that an authenticating proxy writes.
+
+    For servers that cannot pass REMOTE_USER themselves (waitress, gunicorn).
+    Only safe when every request comes through a proxy that sets or removes
+    the header: otherwise any client can name itself.
+    """
+
+    def __init__(self, app: Callable, header: str):
+        self.app = app
+        self.environ_key = "HTTP_" + header.upper().replace("-", "_")
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        environ.pop("REMOTE_USER", None)
+        user = environ.get(self.environ_key)
+        if user:
+            environ["REMOTE_USER"] = user
+        return self.app(environ, start_response)
 
 
 def load_openapi() -> dict:
@@ -97,17 +127,21 @@ def create_app(
     db_path: str | Path,
     *,
     production_environments: Collection[str] = lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS,
+    trust_remote_user: bool = False,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
     The file and its schema are created if missing.  ``production_environments``
-    is the set of environments in which a deployment must state its risk.
+    is the set of environments in which a deployment must state its risk.  With
+    ``trust_remote_user``, the WSGI ``REMOTE_USER`` set by an authenticating
+    middleware or proxy is the actor and requester of every write, and requests
+    without one are 401.
 
     :raises ValueError: for an empty or invalid set of production environments.
     :raises repository.DatabaseError: when the file cannot be opened as a database.
     """
     environments = production_set(production_environments)
-    return DeployAPI(Repository(db_path), environments)
+    return DeployAPI(Repository(db_path), environments, trust_remote_user=trust_remote_user)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from . import logs
-from .app import create_app
+from .app import RemoteUserFromHeader, create_app
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
 from .integrity import check_database
 from .repository import DatabaseError, backup_database
@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--production-environments", dest="production_environments", metavar="A,B",
                        help="environments whose deployments must state a risk "
                             "(DEPLOYAPI_PRODUCTION_ENVIRONMENTS; default production)")
+    serve.add_argument("--trust-remote-user", dest="trust_remote_user", action="store_const", const="true",
+                       help="record the authenticated user (WSGI REMOTE_USER) as actor and requester; "
+                            "401 without one (DEPLOYAPI_TRUST_REMOTE_USER)")
+    serve.add_argument("--remote-user-header", dest="remote_user_header", metavar="HEADER",
+                       help="with --trust-remote-user: take REMOTE_USER from this header, which the "
+                            "authenticating proxy in front must set (DEPLOYAPI_REMOTE_USER_HEADER)")
     serve.add_argument("--log-level", dest="log_level", metavar="|".join(logs.LEVELS),
                        help="lowest level logged (DEPLOYAPI_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
@@ -101,12 +107,14 @@ def serve(flags: dict) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     try:
-        app = create_app(settings.db, production_environments=settings.production_environments)
+        app = create_app(settings.db, production_environments=settings.production_environments,
+                         trust_remote_user=settings.trust_remote_user)
     except (ValueError, DatabaseError) as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
+    served = RemoteUserFromHeader(app, settings.remote_user_header) if settings.remote_user_header else app
     try:
-        server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.threads)
+        server = waitress.create_server(served, host=settings.host, port=settings.port, threads=settings.threads)
     except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
         reason = getattr(error, "strerror", None) or error
         print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)

@@ -7,6 +7,7 @@ the environment; ``create_app`` takes plain arguments.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ class Settings:
     production_environments: frozenset[str] = frozenset(lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
     log_level: str = "info"
     log_format: str = "text"
+    trust_remote_user: bool = False
+    remote_user_header: str | None = None
 
 
 ENVIRONMENT_VARIABLES = {
@@ -37,6 +40,8 @@ ENVIRONMENT_VARIABLES = {
     "production_environments": "DEPLOYAPI_PRODUCTION_ENVIRONMENTS",
     "log_level": "DEPLOYAPI_LOG_LEVEL",
     "log_format": "DEPLOYAPI_LOG_FORMAT",
+    "trust_remote_user": "DEPLOYAPI_TRUST_REMOTE_USER",
+    "remote_user_header": "DEPLOYAPI_REMOTE_USER_HEADER",
 }
 
 
@@ -68,6 +73,18 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
             if text.lower() not in choices:
                 raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
             values[name] = text.lower()
+    if "trust_remote_user" in raw:
+        text, source = raw["trust_remote_user"]
+        if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{source}: {text!r} is not one of 1, true, yes, 0, false, no")
+        values["trust_remote_user"] = text.lower() in ("1", "true", "yes")
+    if "remote_user_header" in raw:
+        text, source = raw["remote_user_header"]
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
+            raise ConfigError(f"{source}: {text!r} is not an HTTP header name")
+        values["remote_user_header"] = text
+    if values.get("remote_user_header") and not values.get("trust_remote_user"):
+        raise ConfigError("--remote-user-header only makes sense with --trust-remote-user")
     if "production_environments" in raw:
         text, source = raw["production_environments"]
         try:

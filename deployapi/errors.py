@@ -16,7 +16,7 @@ from typing import Any
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
-from .lifecycle import InvalidTransition, SelfApproval, ValidationFailed
+from .lifecycle import ActorMismatch, InvalidTransition, SelfApproval, ValidationFailed
 from .repository import DatabaseBusy, DeploymentNotFound
 
 logger = logging.getLogger("deployapi")
@@ -58,6 +58,12 @@ def payload_too_large() -> ApiError:
                     f"the request body must be at most {MAX_BODY_BYTES} bytes")
 
 
+def unauthenticated() -> ApiError:
+    return ApiError(401, "unauthenticated", "Unauthenticated",
+                    "this server records the authenticated user as the actor, and this request has none "
+                    "(no usable REMOTE_USER from the authenticating proxy or middleware)")
+
+
 def service_unavailable(detail: str) -> ApiError:
     return ApiError(503, "unavailable", "Service unavailable", detail)
 
@@ -81,6 +87,8 @@ def problem_response(error: BaseException, request_id: str = "") -> Response:
         extra = {"current_status": error.current_status, "action": error.action}
     elif isinstance(error, SelfApproval):
         status, code, title, detail = 403, "self_approval", "Self-approval", str(error)
+    elif isinstance(error, ActorMismatch):
+        status, code, title, detail = 403, "actor_mismatch", "Actor mismatch", str(error)
     elif isinstance(error, DatabaseBusy):
         status, code, title = 503, "database_busy", "Database busy"
         detail = "the database is busy with other writes; retry shortly"

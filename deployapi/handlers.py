@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from werkzeug.wrappers import Request, Response
 
-from . import errors, lifecycle, listing
+from . import errors, feed, idempotency, lifecycle, listing
 from .lifecycle import Deployment, Event
-from .repository import Repository
+from .repository import Repository, WriteTransaction
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Context:
     repository: Repository
     production_environments: frozenset[str]
     openapi: dict[str, Any]
+    trust_remote_user: bool = False
 
 
 # --- handlers ------------------------------------------------------------------
@@ -31,15 +33,20 @@ class Context:
 
 def create_deployment(request: Request, ctx: Context) -> Response:
     payload = read_json_object(request)
-    new = lifecycle.validate_new_deployment(payload, ctx.production_environments)
-    deployment = ctx.repository.create_deployment(new)
-    location = f"{request.script_root}/deployments/{deployment.id}"
-    return json_response(deployment_json(deployment), 201, headers={"Location": location})
+    caller = identity(request, ctx)
+    new = lifecycle.validate_new_deployment(payload, ctx.production_environments, identity=caller)
+
+    def create(tx: WriteTransaction) -> Response:
+        deployment = tx.create_deployment(new)
+        location = f"{request.script_root}/deployments/{deployment.id}"
+        return json_response(deployment_json(deployment), 201, headers={"Location": location})
+
+    return write_once(request, ctx, payload, caller, create)
 
 
 def list_deployments(request: Request, ctx: Context) -> Response:
     try:
-        query = listing.parse_list_query(request.args.to_dict(flat=False), ctx.repository.cursor_key)
+        query = listing.parse_list_query(query_args(request), ctx.repository.cursor_key)
     except listing.InvalidCursor as error:
         raise errors.invalid_cursor(str(error)) from None
     deployments, more = ctx.repository.list_deployments(query)
@@ -66,9 +73,21 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
     # then transition (409), then self-approval (403).  Validation happens here,
     # before the repository looks the deployment up.
     payload = read_json_object(request)
-    action_request = lifecycle.validate_action(action, payload)
-    deployment = ctx.repository.apply_action(deployment_id, action_request)
-    return json_response(deployment_json(deployment))
+    caller = identity(request, ctx)
+    action_request = lifecycle.validate_action(action, payload, identity=caller)
+
+    def act(tx: WriteTransaction) -> Response:
+        return json_response(deployment_json(tx.apply_action(deployment_id, action_request)))
+
+    return write_once(request, ctx, payload, caller, act)
+
+
+def list_event_feed(request: Request, ctx: Context) -> Response:
+    query = feed.parse_feed_query(query_args(request))
+    events = ctx.repository.list_events_after(query.after, query.limit, service=query.service,
+                                              environment=query.environment, event_type=query.event_type)
+    next_after = events[-1].id if events else query.after
+    return json_response({"items": [event_json(e) for e in events], "next_after": next_after})
 
 
 def openapi_document(request: Request, ctx: Context) -> Response:
@@ -86,7 +105,45 @@ def health(request: Request, ctx: Context) -> Response:
     return json_response({"status": "ok"})
 
 
-# --- request bodies --------------------------------------------------------------
+# --- writes ----------------------------------------------------------------------
+
+
+def write_once(request: Request, ctx: Context, payload: dict[str, Any], caller: str | None,
+               operation: idempotency.Operation) -> Response:
+    """Run a write in one transaction; with an Idempotency-Key, at most once per key."""
+    key = idempotency.key_from(request)
+    if key is None:
+        with ctx.repository.transaction() as tx:
+            return operation(tx)
+    fingerprint = idempotency.fingerprint(request, payload, caller)
+    return idempotency.run_once(ctx.repository, key, fingerprint, operation)
+
+
+def identity(request: Request, ctx: Context) -> str | None:
+    """The authenticated caller when the server trusts REMOTE_USER, else None (the body names people).
+
+    The app has already answered 401 when a trusted REMOTE_USER is missing.
+    """
+    if not ctx.trust_remote_user:
+        return None
+    return lifecycle.clean_identity(request.environ.get("REMOTE_USER"))
+
+
+# --- request parsing ----------------------------------------------------------------
+
+
+def query_args(request: Request) -> dict[str, list[str]]:
+    """The query string, each name with all its values.
+
+    Decoded leniently: bytes that are not UTF-8 become U+FFFD and then fail
+    validation as a 422, instead of Werkzeug's strict decoding raising a 500.
+    """
+    text = request.query_string.decode("utf-8", "replace")
+    args: dict[str, list[str]] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        args.setdefault(name, []).append(value)
+    return args
+
 
 
 def read_json_object(request: Request) -> dict[str, Any]:

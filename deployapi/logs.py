@@ -67,3 +67,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Under load waitress warns "Task queue depth is N" for nearly every request
+    # (a third of the log in the soak test); the access log's durations show
+    # queueing already.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)

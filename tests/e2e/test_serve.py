@@ -120,6 +120,29 @@ def test_a_file_that_is_not_a_database_is_a_one_line_error(tmp_path):
 
 def test_invalid_settings_are_one_line_errors(tmp_path):
     for args, message in ((["--port", "http"], "--port"), (["--threads", "0"], "--threads"),
-                          (["--production-environments", "Prod"], "--production-environments")):
+                          (["--production-environments", "Prod"], "--production-environments"),
+                          (["--remote-user-header", "X-User"], "--remote-user-header")):
         result = run_command("serve", *args, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_trusted_proxy_header_names_the_actor_over_real_http(start_server):
+    server = start_server("--trust-remote-user", "--remote-user-header", "X-Remote-User")
+    status, _, created = server.request("POST", "/deployments", create_body(requester=None),
+                                        headers={"X-Remote-User": "alice"})
+    assert status == 201 and created["requester"] == "alice"
+    status, _, body = server.request("POST", f"/deployments/{created['id']}/approve", {},
+                                     headers={"X-Remote-User": "alice"})
+    assert status == 403 and body["code"] == "self_approval"
+    assert server.request("GET", "/deployments")[0] == 401
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_a_retried_create_over_real_http_is_written_once(start_server):
+    server = start_server()
+    key = {"Idempotency-Key": "deploy-42-attempt"}
+    first = server.request("POST", "/deployments", create_body(), headers=key)
+    second = server.request("POST", "/deployments", create_body(), headers=key)
+    assert first[0] == second[0] == 201 and first[2] == second[2]
+    assert second[1]["Idempotent-Replayed"] == "true"
+    assert len(server.request("GET", "/deployments")[2]["items"]) == 1

@@ -1,0 +1,86 @@
+"""Safe retries: an ``Idempotency-Key`` on a POST stores its answer with the write it made.
+
+The first request with a key runs inside one write transaction that also
+stores its response; a repeat with the same key and the same request gets
+that response again (marked ``Idempotent-Replayed: true``) and writes nothing;
+the same key with a different request is 422 ``idempotency_key_reused``.  A
+concurrent repeat waits for the write lock and then finds the stored answer,
+so a key never produces two writes.  Requests refused by validation (400, 413,
+415, 422) are answered before the transaction and never stored, so a corrected
+retry with the same key succeeds.  Outcomes of the write itself (201, 200, 403,
+404, 409) are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from .errors import PROBLEM_MIMETYPE, ApiError, problem_response
+from .lifecycle import DomainError, FieldProblem, ValidationFailed
+from .repository import DeploymentNotFound, Repository, StoredResponse, WriteTransaction
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+_KEY = re.compile(r"[\x20-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+
+Operation = Callable[[WriteTransaction], Response]
+
+
+def key_from(request: Request) -> str | None:
+    """The request's idempotency key, or None when it sent none.
+
+    :raises ValidationFailed: when the key is not 1-255 printable ASCII characters.
+    """
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not _KEY.fullmatch(key) or not key.strip():
+        raise ValidationFailed([FieldProblem(
+            HEADER, f"must be 1-{MAX_KEY_LENGTH} printable ASCII characters, not blank")])
+    return key
+
+
+def fingerprint(request: Request, payload: dict[str, Any], identity: str | None) -> str:
+    """What makes two requests "the same": method, path, caller and body (key order and spacing aside)."""
+    canonical = json.dumps([request.method, request.path, identity, payload], sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def run_once(repository: Repository, key: str, request_fingerprint: str, operation: Operation) -> Response:
+    """Run ``operation`` in a write transaction unless ``key`` already has an answer.
+
+    :raises ApiError: 422 idempotency_key_reused when the key answered a different request.
+    """
+    with repository.transaction() as tx:
+        stored = tx.stored_response(key)
+        if stored is not None:
+            if stored.fingerprint != request_fingerprint:
+                raise ApiError(422, "idempotency_key_reused", "Idempotency key reused",
+                               f"the {HEADER} {key!r} was already used for a different request; "
+                               "use a new key for a new request")
+            return _replay(stored)
+        try:
+            response = operation(tx)
+        except (DomainError, DeploymentNotFound) as refusal:
+            # A refusal by the lifecycle is this request's outcome, replayed like a success.
+            response = problem_response(refusal)
+        tx.store_response(key, StoredResponse(
+            fingerprint=request_fingerprint, status=response.status_code,
+            body=response.get_data(as_text=True), location=response.headers.get("Location")))
+    return response
+
+
+def _replay(stored: StoredResponse) -> Response:
+    headers = {REPLAYED_HEADER: "true"}
+    if stored.location:
+        headers["Location"] = stored.location
+    mimetype = PROBLEM_MIMETYPE if stored.status >= 400 else "application/json"
+    return Response(stored.body, status=stored.status, headers=headers, mimetype=mimetype)
