@@ -112,6 +112,17 @@ class InvalidTransition(DomainError):
         self.current_status = current_status
 
 
+class ActorMismatch(DomainError):
+    """The body names a different person than the authenticated caller."""
+
+    def __init__(self, field: str, given: str, identity: str):
+        super().__init__(
+            f"{field} {given!r} is not the authenticated user {identity!r}; "
+            f"omit {field} or send your own name"
+        )
+        self.field = field
+
+
 class SelfApproval(DomainError):
     """The requester tried to approve their own deployment."""
 
@@ -195,7 +206,9 @@ def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``: the only timestamp form we store."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Not strftime("%Y"): it writes years before 1000 with fewer than four
+    # digits, and stored timestamps are compared as text.
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # --- creation -------------------------------------------------------------
@@ -204,10 +217,16 @@ def format_timestamp(moment: datetime) -> str:
 def validate_new_deployment(
     payload: Mapping[str, Any],
     production_environments: Collection[str] = DEFAULT_PRODUCTION_ENVIRONMENTS,
+    *,
+    identity: str | None = None,
 ) -> NewDeployment:
     """Check a decoded creation body against every rule at once.
 
+    ``identity`` is the authenticated caller, when the server trusts one: it
+    becomes the requester, and the body may omit ``requester`` or repeat it.
+
     :raises ValidationFailed: listing every problem found.
+    :raises ActorMismatch: the body names someone other than ``identity`` (checked after validation).
     """
     problems: list[FieldProblem] = []
     problems += _unknown_fields(payload, CREATE_FIELDS)
@@ -215,7 +234,7 @@ def validate_new_deployment(
     service = _slug(payload, "service", problems)
     environment = _slug(payload, "environment", problems)
     version = _version(payload, problems)
-    requester = _name(payload, "requester", problems)
+    requester = _optional_name(payload, "requester", problems, optional=identity is not None)
     work_refs = _work_refs(payload, problems)
     rollback_plan = _text(payload, "rollback_plan", problems, required=True)
     in_production = environment is not None and environment in production_environments
@@ -224,6 +243,8 @@ def validate_new_deployment(
 
     if problems:
         raise ValidationFailed(problems)
+    if identity is not None:
+        requester = _bind_identity("requester", requester, identity)
     return NewDeployment(
         service=service, environment=environment, version=version, requester=requester,
         work_refs=work_refs, rollback_plan=rollback_plan, risk=risk,
@@ -259,20 +280,45 @@ def new_deployment(deployment_id: str, request: NewDeployment, now: datetime) ->
 # --- actions --------------------------------------------------------------
 
 
-def validate_action(action: str, payload: Mapping[str, Any]) -> ActionRequest:
+def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | None = None) -> ActionRequest:
     """Check a decoded action body: ``actor`` always, ``note`` where the action needs one.
 
+    ``identity`` is the authenticated caller, when the server trusts one: it
+    becomes the actor, and the body may omit ``actor`` or repeat it.
+
     :raises ValidationFailed: listing every problem found.
+    :raises ActorMismatch: the body names someone other than ``identity`` (checked after validation).
     :raises KeyError: for an action that is not in the transition table.
     """
     transition = TRANSITIONS[action]
     problems = _unknown_fields(payload, ACTION_FIELDS)
-    actor = _name(payload, "actor", problems)
+    actor = _optional_name(payload, "actor", problems, optional=identity is not None)
     note = _text(payload, "note", problems, required=transition.note_required,
                  required_because=f"{action} needs a note saying why")
     if problems:
         raise ValidationFailed(problems)
+    if identity is not None:
+        actor = _bind_identity("actor", actor, identity)
     return ActionRequest(action=action, actor=actor, note=note)
+
+
+def clean_identity(value: str | None) -> str | None:
+    """An authenticated user name held to the actor rules (trimmed), or None if it breaks them."""
+    problems: list[FieldProblem] = []
+    name = _name({"identity": value}, "identity", problems)
+    return None if problems else name
+
+
+def _optional_name(payload, field, problems, *, optional):
+    if optional and payload.get(field) is None:
+        return None
+    return _name(payload, field, problems)
+
+
+def _bind_identity(field: str, given: str | None, identity: str) -> str:
+    if given is not None and not _same_person(given, identity):
+        raise ActorMismatch(field, given, identity)
+    return identity
 
 
 def apply_action(
