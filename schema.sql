@@ -1,4 +1,4 @@
--- deployapi schema, version 2 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 3 (repository.SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository.migrate), so every statement
@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     from_status   TEXT,
     to_status     TEXT NOT NULL,
     created_at    TEXT NOT NULL,
+    -- SHA-256 over this event's fields and the previous event's hash: one
+    -- chain across all events in id order (deployapi/chain.py; version 3).
+    hash          TEXT,
     UNIQUE (deployment_id, sequence)
 );
 

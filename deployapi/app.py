@@ -31,6 +31,7 @@ HANDLERS: dict[str, Handler] = {
     "health": handlers.health,
     "openapi_document": handlers.openapi_document,
     "list_event_feed": handlers.list_event_feed,
+    "event_head": handlers.event_head,
 }
 
 # Reachable without an authenticated user even when REMOTE_USER is trusted,
@@ -52,6 +53,7 @@ def _url_map() -> Map:
             Rule("/healthz", methods=["GET"], endpoint="health"),
             Rule("/openapi.json", methods=["GET"], endpoint="openapi_document"),
             Rule("/events", methods=["GET"], endpoint="list_event_feed"),
+            Rule("/events/head", methods=["GET"], endpoint="event_head"),
         ],
         merge_slashes=False,
     )

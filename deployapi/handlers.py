@@ -82,6 +82,14 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
     return write_once(request, ctx, payload, caller, act)
 
 
+def event_head(request: Request, ctx: Context) -> Response:
+    # The newest id and hash: an external system that records them can later
+    # prove the history up to that point was not rewritten.
+    head = ctx.repository.event_head()
+    return json_response({"id": head.id if head else None, "hash": head.hash if head else None,
+                          "created_at": head.created_at if head else None})
+
+
 def list_event_feed(request: Request, ctx: Context) -> Response:
     query = feed.parse_feed_query(query_args(request))
     events = ctx.repository.list_events_after(query.after, query.limit, service=query.service,
@@ -222,5 +230,5 @@ def event_json(e: Event) -> dict[str, Any]:
     return {
         "id": e.id, "deployment_id": e.deployment_id, "sequence": e.sequence, "type": e.type,
         "actor": e.actor, "note": e.note, "from_status": e.from_status,
-        "to_status": e.to_status, "created_at": e.created_at,
+        "to_status": e.to_status, "created_at": e.created_at, "hash": e.hash,
     }

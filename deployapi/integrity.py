@@ -12,7 +12,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lifecycle
+from . import chain, lifecycle
+from .lifecycle import Event
 
 # How many offending ids a report lists per check.
 SHOWN_IDS = 20
@@ -135,12 +136,35 @@ def check_database(path: str | Path) -> Report:
                 results.append(CheckResult(name, _offenders(conn, legal_cte + sql, _flatten(legal))))
             else:
                 results.append(CheckResult(name, _offenders(conn, sql)))
+        results.append(CheckResult("hash chain links every event to the one before", _first_broken_link(conn)))
         deployments = _count(conn, "SELECT count(*) FROM deployments")
         events = _count(conn, "SELECT count(*) FROM deployment_events")
     finally:
         # Read-only: nothing to commit, and a damaged file may have ended the transaction already.
         conn.close()
     return Report(str(path), deployments, events, tuple(results))
+
+
+def _first_broken_link(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """The first event whose stored hash is not the one its fields and predecessor give, if any.
+
+    Only the first is named: every hash after an edit is wrong too, but the
+    edit is at (or just before) the first mismatch.
+    """
+    previous = chain.GENESIS
+    try:
+        rows = conn.execute(
+            "SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status, created_at, hash"
+            " FROM deployment_events ORDER BY id")
+        for row in rows:
+            event = Event(*row)
+            expected = chain.event_hash(event, previous)
+            if event.hash != expected:
+                return (f"event {event.id} of deployment {event.deployment_id} (sequence {event.sequence})",)
+            previous = expected
+    except sqlite3.DatabaseError as error:
+        return (f"could not be checked: {error}",)
+    return ()
 
 
 def _flatten(rows: list[tuple[str, ...]]) -> list[str]:

@@ -180,7 +180,7 @@ class Deployment:
 class Event:
     """One immutable entry of a deployment's history.
 
-    ``id`` is None until the repository has stored it.
+    ``id`` and ``hash`` are None until the repository has stored it (see chain.py).
     """
 
     id: int | None
@@ -192,6 +192,7 @@ class Event:
     from_status: str | None
     to_status: str
     created_at: str
+    hash: str | None = None
 
 
 def is_slug(value: str) -> bool:

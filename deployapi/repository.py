@@ -9,6 +9,7 @@ can never disagree.  Reads of current state never replay events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import lifecycle
+from . import chain, lifecycle
 from .ids import new_deployment_id
 from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from .listing import EQUALITY_FILTERS, ListQuery
@@ -71,7 +72,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,33 @@ class Migration:
 
     version: int
     statements: tuple[str, ...]
+    # Python work SQL cannot do (such as hashing), run after the statements.
+    backfill: Callable[[sqlite3.Connection], None] | None = None
+
+
+def _chain_existing_events(conn: sqlite3.Connection) -> None:
+    previous = chain.GENESIS
+    rows = conn.execute(
+        "SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status, created_at"
+        " FROM deployment_events ORDER BY id"
+    ).fetchall()
+    for row in rows:
+        event = Event(*row)
+        previous = chain.event_hash(event, previous)
+        conn.execute("UPDATE deployment_events SET hash = ? WHERE id = ?", (previous, event.id))
 
 
 # Ordered by version.
 MIGRATIONS: tuple[Migration, ...] = (
     # 2: the idempotency_keys table, which schema.sql creates; no other change.
     Migration(2, ()),
+    # 3: the hash chain over events (chain.py), computed for the history so far.
+    Migration(3, ("ALTER TABLE deployment_events ADD COLUMN hash TEXT",
+                  # Lifted for the backfill only; schema.sql puts it back in the same transaction.
+                  "DROP TRIGGER IF EXISTS deployment_events_no_update"),
+              backfill=_chain_existing_events),
 )
+
 
 
 class SchemaTooNew(sqlite3.DatabaseError):
@@ -116,6 +137,8 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
             if max(found, 1) < step.version <= target:
                 for statement in step.statements:
                     conn.execute(statement)
+                if step.backfill is not None:
+                    step.backfill(conn)
     for statement in _statements(schema):
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {int(target)}")
@@ -337,7 +360,7 @@ class Repository:
                 _fetch_deployment(conn, deployment_id)
                 rows = conn.execute(
                     "SELECT id, deployment_id, sequence, type, actor, note, from_status,"
-                    " to_status, created_at"
+                    " to_status, created_at, hash"
                     " FROM deployment_events WHERE deployment_id = ? ORDER BY sequence",
                     (deployment_id,),
                 ).fetchall()
@@ -361,6 +384,13 @@ class Repository:
         """
         with self.transaction() as tx:
             return tx.apply_action(deployment_id, request)
+
+    def event_head(self) -> Event | None:
+        """The latest event, whose hash seals the whole history before it; None when there is none."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM deployment_events e ORDER BY e.id DESC LIMIT 1").fetchone()
+        return _row_to_event(row) if row else None
 
     def list_events_after(self, after: int, limit: int, *, service: str | None = None,
                           environment: str | None = None, event_type: str | None = None) -> list[Event]:
@@ -546,7 +576,8 @@ def backup_database(source: str | Path, destination: str | Path) -> None:
 # --- rows ---------------------------------------------------------------------
 
 _EVENT_COLUMNS = (
-    "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at"
+    "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at,"
+    " e.hash"
 )
 _DEPLOYMENT_COLUMNS = (
     "id, service, environment, version, requester, work_refs, risk, rollback_plan,"
@@ -576,13 +607,25 @@ def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None
     )
 
 
-def _append_event(conn: sqlite3.Connection, event: Event) -> None:
+def _append_event(conn: sqlite3.Connection, event: Event) -> Event:
+    """Insert the event with its id and its link in the hash chain; return it as stored.
+
+    Only inside a write transaction: the id and the previous hash are read and
+    used under the same write lock, so no other writer can slip in between.
+    """
+    last = conn.execute("SELECT id, hash FROM deployment_events ORDER BY id DESC LIMIT 1").fetchone()
+    # AUTOINCREMENT never reuses an id, even one whose row is gone: continue after the highest ever used.
+    used = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events'").fetchone()
+    next_id = max(last["id"] if last else 0, used["seq"] if used else 0) + 1
+    stored = dataclasses.replace(event, id=next_id)
+    stored = dataclasses.replace(stored, hash=chain.event_hash(stored, last["hash"] if last else chain.GENESIS))
     conn.execute(
-        "INSERT INTO deployment_events (deployment_id, sequence, type, actor, note,"
-        " from_status, to_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (event.deployment_id, event.sequence, event.type, event.actor, event.note,
-         event.from_status, event.to_status, event.created_at),
+        "INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
+        " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (stored.id, stored.deployment_id, stored.sequence, stored.type, stored.actor, stored.note,
+         stored.from_status, stored.to_status, stored.created_at, stored.hash),
     )
+    return stored
 
 
 def _row_to_deployment(row: sqlite3.Row) -> Deployment:
@@ -601,7 +644,7 @@ def _row_to_event(row: sqlite3.Row) -> Event:
         id=row["id"], deployment_id=row["deployment_id"], sequence=row["sequence"],
         type=row["type"], actor=row["actor"], note=row["note"],
         from_status=row["from_status"], to_status=row["to_status"],
-        created_at=row["created_at"],
+        created_at=row["created_at"], hash=row["hash"],
     )
 
 

@@ -10,7 +10,7 @@ TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 DEPLOYMENT_FIELDS = {"id", "service", "environment", "version", "requester", "work_refs", "risk",
                      "rollback_plan", "status", "reviewed_by", "reviewed_at", "created_at", "updated_at"}
 EVENT_FIELDS = {"id", "deployment_id", "sequence", "type", "actor", "note", "from_status", "to_status",
-                "created_at"}
+                "created_at", "hash"}
 
 
 def test_create_answers_201_with_the_deployment_and_its_location(client):
@@ -43,8 +43,9 @@ def test_a_new_deployment_has_one_created_event(client, created):
     [event] = response.get_json()["items"]
     assert set(event) == EVENT_FIELDS
     assert isinstance(event["id"], int)
-    assert event | {"id": 0} == {
-        "id": 0, "deployment_id": deployment["id"], "sequence": 1, "type": "created", "actor": "carol",
+    assert re.fullmatch(r"[0-9a-f]{64}", event["hash"])
+    assert event | {"id": 0, "hash": ""} == {
+        "id": 0, "hash": "", "deployment_id": deployment["id"], "sequence": 1, "type": "created", "actor": "carol",
         "note": None, "from_status": None, "to_status": "pending_approval", "created_at": deployment["created_at"],
     }
 

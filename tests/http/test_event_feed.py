@@ -117,3 +117,14 @@ def test_a_tailing_consumer_misses_nothing_and_repeats_nothing_under_concurrent_
         all_ids = [r[0] for r in conn.execute("SELECT id FROM deployment_events ORDER BY id")]
     assert [e["id"] for e in seen] == all_ids
     assert len(all_ids) == 4 * 15 * 2
+
+
+def test_the_head_is_the_latest_event_and_its_hash(client, history):
+    items = feed(client)["items"]
+    head = client.get("/events/head").get_json()
+    assert head == {"id": items[-1]["id"], "hash": items[-1]["hash"], "created_at": items[-1]["created_at"]}
+    assert len({e["hash"] for e in items}) == len(items)
+
+
+def test_the_head_of_an_empty_history_is_null(client):
+    assert client.get("/events/head").get_json() == {"id": None, "hash": None, "created_at": None}

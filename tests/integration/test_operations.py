@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import threading
@@ -100,6 +101,8 @@ def test_each_invariant_catches_a_hand_edit(db_path, repo, statements, broken):
     assert broken in failures
     if broken != "SQLite foreign_key_check":
         assert victim in failures[broken]
+        # Only the victim is named (edits to events also break the hash chain, reported by event).
+        failures.pop("hash chain links every event to the one before", None)
         assert set().union(*failures.values()) == {victim}
 
 
@@ -279,3 +282,50 @@ def test_writers_queued_in_one_process_give_up_after_the_busy_timeout(tmp_path):
         blocker.execute("ROLLBACK")
         blocker.close()
         repository.close()
+
+
+@pytest.mark.parametrize(
+    "statement, broken_event",
+    [
+        ("UPDATE deployment_events SET note = 'nothing to see' WHERE id = 5", 5),
+        ("UPDATE deployment_events SET actor = 'mallory' WHERE id = 2", 2),
+        ("DELETE FROM deployment_events WHERE id = 9", 10),
+        ("UPDATE deployment_events SET created_at = '2020-01-01T00:00:00.000000Z' WHERE id = 1", 1),
+    ],
+    ids=["note rewritten", "actor rewritten", "event deleted", "time rewritten"],
+)
+def test_check_names_the_first_event_whose_hash_no_longer_fits(db_path, repo, statement, broken_event):
+    populate(repo)
+    assert check_database(db_path).ok
+    tamper(db_path, statement)
+    failures = failed_checks(db_path)
+    [where] = failures["hash chain links every event to the one before"]
+    assert where.startswith(f"event {broken_event} ")
+
+
+def test_an_edit_that_recomputes_its_own_hash_still_breaks_the_next_link(db_path, repo):
+    from deployapi import chain
+    from deployapi.lifecycle import Event
+
+    populate(repo)
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute("SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status,"
+                           " created_at FROM deployment_events WHERE id = 4").fetchone()
+        previous = conn.execute("SELECT hash FROM deployment_events WHERE id = 3").fetchone()[0]
+    forged = dataclasses.replace(Event(*row), actor="mallory")
+    tamper(db_path, f"UPDATE deployment_events SET actor = 'mallory', hash = '{chain.event_hash(forged, previous)}'"
+                    " WHERE id = 4")
+    [where] = failed_checks(db_path)["hash chain links every event to the one before"]
+    assert where.startswith("event 5 ")
+
+
+def test_events_carry_their_chain_hashes(repo):
+    from deployapi import chain
+
+    populate(repo)
+    previous = chain.GENESIS
+    events = repo.list_events_after(0, 1000)
+    for event in events:
+        assert event.hash == chain.event_hash(event, previous)
+        previous = event.hash
+    assert repo.event_head() == events[-1]
