@@ -143,12 +143,18 @@ def identity(request: Request, ctx: Context) -> str | None:
 def query_args(request: Request) -> dict[str, list[str]]:
     """The query string, each name with all its values.
 
-    Decoded leniently: bytes that are not UTF-8 become U+FFFD and then fail
-    validation as a 422, instead of Werkzeug's strict decoding raising a 500.
+    Parsed here rather than by Werkzeug's request.args, whose strict UTF-8
+    decoding raises (a 500) on bytes that are not UTF-8; here they are a 422.
+
+    :raises ValidationFailed: when the query string, raw or percent-decoded, is not UTF-8.
     """
-    text = request.query_string.decode("utf-8", "replace")
+    try:
+        pairs = parse_qsl(request.query_string.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise lifecycle.ValidationFailed(
+            [lifecycle.FieldProblem("query", "the query string is not valid UTF-8")]) from None
     args: dict[str, list[str]] = {}
-    for name, value in parse_qsl(text, keep_blank_values=True):
+    for name, value in pairs:
         args.setdefault(name, []).append(value)
     return args
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import lifecycle
+from . import lifecycle, query
 from .lifecycle import FieldProblem, ValidationFailed
 
 DEFAULT_LIMIT = 50
@@ -29,8 +29,10 @@ EQUALITY_FILTERS = ("service", "environment", "status", "requester")
 RANGE_FILTERS = ("created_after", "created_before")
 PARAMETERS = (*EQUALITY_FILTERS, *RANGE_FILTERS, "limit", "cursor")
 
+# [0-9], not \d: in a str pattern \d also matches other scripts' digits ("٢٠٢٦"),
+# which int() accepts but RFC 3339 does not.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -72,27 +74,10 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
     :raises InvalidCursor: when the parameters are fine but the cursor is not ours.
     """
     problems: list[FieldProblem] = []
-    values: dict[str, str] = {}
-    for name, given in args.items():
-        if name not in PARAMETERS:
-            problems.append(FieldProblem(name, f"unknown query parameter; allowed: {', '.join(PARAMETERS)}"))
-        elif len(given) != 1:
-            problems.append(FieldProblem(name, "must be given at most once"))
-        else:
-            values[name] = given[0]
-
-    fields: dict[str, object] = {}
-    for name in ("service", "environment"):
-        if name in values:
-            if lifecycle.is_slug(values[name]):
-                fields[name] = values[name]
-            else:
-                problems.append(FieldProblem(name, "must be a valid service or environment name"))
+    values = query.single_values(args, PARAMETERS, problems)
+    fields: dict[str, object] = query.slugs(values, ("service", "environment"), problems)
     if "status" in values:
-        if values["status"] in lifecycle.STATUSES:
-            fields["status"] = values["status"]
-        else:
-            problems.append(FieldProblem("status", f"must be one of: {', '.join(lifecycle.STATUSES)}"))
+        fields["status"] = query.one_of(values, "status", lifecycle.STATUSES, problems)
     if "requester" in values:
         requester = values["requester"].strip()
         if requester and len(requester) <= lifecycle.MAX_NAME:
@@ -109,19 +94,15 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
             and fields["created_after"] >= fields["created_before"]:
         problems.append(FieldProblem("created_before", "must be later than created_after"))
     if "limit" in values:
-        text = values["limit"]
-        if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT:
-            fields["limit"] = int(text)
-        else:
-            problems.append(FieldProblem("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+        fields["limit"] = query.whole_number(values, "limit", 1, MAX_LIMIT, problems)
     if problems:
         raise ValidationFailed(problems)
 
-    query = ListQuery(**fields)  # type: ignore[arg-type]
+    parsed = ListQuery(**fields)  # type: ignore[arg-type]
     if "cursor" in values:
-        position = decode_cursor(values["cursor"], query.filters(), cursor_key)
-        query = ListQuery(**fields, after=position)  # type: ignore[arg-type]
-    return query
+        position = decode_cursor(values["cursor"], parsed.filters(), cursor_key)
+        parsed = ListQuery(**fields, after=position)  # type: ignore[arg-type]
+    return parsed
 
 
 def canonical_timestamp(text: str) -> str:
