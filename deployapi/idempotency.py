@@ -63,9 +63,11 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
         stored = tx.stored_response(key)
         if stored is not None:
             if stored.fingerprint != request_fingerprint:
-                raise ApiError(422, "idempotency_key_reused", "Idempotency key reused",
-                               f"the {HEADER} {key!r} was already used for a different request; "
-                               "use a new key for a new request")
+                message = (f"the {HEADER} {key!r} was already used for a different request; "
+                           "use a new key for a new request")
+                # errors[] as on every 422, so clients handle all of them alike.
+                raise ApiError(422, "idempotency_key_reused", "Idempotency key reused", message,
+                               errors=[{"field": HEADER, "message": message}])
             return _replay(stored)
         try:
             response = operation(tx)
