@@ -1,0 +1,217 @@
+"""Every error the document promises can really happen, and looks as documented.
+
+For each (operation, status, code) in deployapi/openapi.json, one request that
+provokes it; the answer must then match the documented response: status, media
+type, body schema and required headers.  Conditions no client can cause on
+purpose (a bug, a locked or dead database) are set up directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import pytest
+from builders import create_body
+from jsonschema import Draft202012Validator
+from werkzeug.test import Client
+
+from deployapi import create_app
+from deployapi.app import HANDLERS, DeployAPI, load_openapi
+from deployapi.repository import DatabaseBusy, Repository
+
+DOCUMENT = load_openapi()
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+UNKNOWN_ID = "01m8bqmwd0jcr9fbtk1cqdh4gs"
+
+
+def resolve(node: dict) -> dict:
+    while "$ref" in node:
+        *_, kind, name = node["$ref"].split("/")
+        node = DOCUMENT["components"][kind][name]
+    return node
+
+
+PROBLEM = DOCUMENT["components"]["schemas"]["Problem"]
+
+
+def response_codes(schema: dict) -> set[str]:
+    """The codes a documented problem response admits: the `const` or `enum` on `code` in its own schema."""
+    schema = resolve(schema)
+    if schema is PROBLEM:
+        return set()  # the base schema, whose `code` admits every code
+    code = resolve(schema.get("properties", {}).get("code", {}))
+    if "const" in code:
+        return {code["const"]}
+    if "enum" in code:
+        return set(code["enum"])
+    parts = [*schema.get("allOf", ()), *schema.get("oneOf", ()), *schema.get("anyOf", ())]
+    return set().union(*(response_codes(part) for part in parts))
+
+
+def documented_errors():
+    for path, item in DOCUMENT["paths"].items():
+        for method in HTTP_METHODS:
+            if method not in item:
+                continue
+            for status, response in item[method]["responses"].items():
+                if int(status) >= 400:
+                    schema = resolve(response)["content"]["application/problem+json"]["schema"]
+                    for code in sorted(response_codes(schema)):
+                        yield pytest.param(method.upper(), path, int(status), code,
+                                           id=f"{method.upper()} {path} {status} {code}")
+
+
+def assert_as_documented(method: str, path: str, response) -> None:
+    """The response's status, media type, body and required headers are the ones documented."""
+    responses = DOCUMENT["paths"][path][method.lower()]["responses"]
+    assert str(response.status_code) in responses, f"{response.status_code} is not documented for {method} {path}"
+    documented = resolve(responses[str(response.status_code)])
+    assert response.mimetype in documented["content"]
+    schema = {**documented["content"][response.mimetype]["schema"], "components": DOCUMENT["components"]}
+    errors = sorted(Draft202012Validator(schema).iter_errors(response.get_json()), key=str)
+    assert not errors, [error.message for error in errors]
+    for name, header in documented.get("headers", {}).items():
+        if header.get("required"):
+            assert name in response.headers, f"required header {name} is missing"
+            pattern = resolve(header["schema"]).get("pattern")
+            assert pattern is None or re.search(pattern, response.headers[name])
+
+
+# --- how to provoke each code -------------------------------------------------------
+
+
+def concrete(path: str, deployment_id: str = UNKNOWN_ID) -> str:
+    return path.replace("{deployment_id}", deployment_id)
+
+
+def action_of(path: str) -> str | None:
+    match = re.fullmatch(r"/deployments/\{deployment_id\}/(\w+)", path)
+    return match[1] if match and match[1] != "events" else None
+
+
+def valid_body(path: str) -> dict | None:
+    if path == "/deployments":
+        return create_body()
+    if action_of(path):
+        return {"actor": "bob", "note": "because"}
+    return None
+
+
+def send(client, method, path, *, deployment_id=UNKNOWN_ID, **kwargs):
+    if "json" not in kwargs and "data" not in kwargs and method == "POST":
+        kwargs["json"] = valid_body(path)
+    return client.open(concrete(path, deployment_id), method=method, **kwargs)
+
+
+def deployment_in_wrong_status(client, action: str) -> str:
+    """A deployment from whose status `action` is not allowed."""
+    deployment = client.post("/deployments", json=create_body(requester="alice")).get_json()
+    if action in ("approve", "reject"):
+        client.post(f"/deployments/{deployment['id']}/reject", json={"actor": "bob", "note": "no"})
+    return deployment["id"]
+
+
+@pytest.fixture
+def trusting_app(tmp_path):
+    """An app that takes the actor and requester from REMOTE_USER."""
+    app = create_app(tmp_path / "trusting.db", trust_remote_user=True)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def fragile_app(tmp_path):
+    """An app that gives up on a locked database after 50 ms instead of 5 s."""
+    app = DeployAPI(Repository(tmp_path / "fragile.db", busy_timeout_ms=50), {"production"})
+    yield app
+    app.close()
+
+
+def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
+    action = action_of(path)
+    if code == "unauthenticated":
+        return send(Client(trusting_app), method, path)
+    if code == "actor_mismatch":
+        as_carol = Client(trusting_app)
+        carol = {"environ_base": {"REMOTE_USER": "carol"}}
+        if path == "/deployments":
+            return send(as_carol, method, path, json=create_body(requester="dave"), **carol)
+        deployment = as_carol.post("/deployments", json=create_body(requester=None), **carol).get_json()
+        return send(as_carol, method, path, deployment_id=deployment["id"],
+                    json={"actor": "dave", "note": "because"}, **carol)
+    if code == "idempotency_key_reused":
+        key = {"Idempotency-Key": "key-1"}
+        send(client, method, path, headers=key)
+        return send(client, method, path, headers=key, json={**valid_body(path), "note": "another request"}
+                    if action else create_body(version="2.0"))
+    if code == "malformed_json":
+        return send(client, method, path, data=b"{", content_type="application/json")
+    if code == "invalid_cursor":
+        return send(client, method, path, query_string={"cursor": "not-one-of-ours"})
+    if code == "self_approval":
+        deployment = client.post("/deployments", json=create_body(requester="alice")).get_json()
+        return send(client, method, path, deployment_id=deployment["id"], json={"actor": " ALICE "})
+    if code == "not_found":
+        return send(client, method, path)
+    if code == "method_not_allowed":
+        return send(client, "DELETE", path, json=None)
+    if code == "invalid_transition":
+        return send(client, method, path, deployment_id=deployment_in_wrong_status(client, action))
+    if code == "payload_too_large":
+        return send(client, method, path, data=json.dumps({"note": "x" * 70_000}), content_type="application/json")
+    if code == "unsupported_media_type":
+        return send(client, method, path, data=json.dumps(valid_body(path)), content_type="text/plain")
+    if code == "validation_failed":
+        if method == "GET":
+            return send(client, method, path, query_string={"limit": "0"})
+        return send(client, method, path, json={})
+    if code == "internal_error":
+        failing_handler(RuntimeError("a bug"), method, path, app=app, monkeypatch=monkeypatch)
+        return send(client, method, path)
+    if code == "database_busy":
+        return provoke_database_busy(method, path, app=app, client=client, monkeypatch=monkeypatch)
+    if code == "unavailable":
+        app.repository.close()
+        return send(client, method, path)
+    raise AssertionError(f"no recipe for {code}: add one")
+
+
+def provoke_database_busy(method, path, *, app, client, monkeypatch):
+    if method == "POST":
+        # Another connection holds the write lock, as another process would.
+        deployment = client.post("/deployments", json=create_body()).get_json()
+        blocker = sqlite3.connect(app.repository.db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            return send(client, method, path, deployment_id=deployment["id"])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+    # Readers do not wait for writers in WAL mode; SQLite reports a busy read only
+    # in rarer cases (WAL recovery, another process in exclusive locking mode), so
+    # the handler is made to meet one.
+    failing_handler(DatabaseBusy("database is locked"), method, path, app=app, monkeypatch=monkeypatch)
+    return send(client, method, path)
+
+
+def failing_handler(error, method, path, *, app, monkeypatch):
+    """Make the handler of (method, path) raise ``error``, as a bug or a failing database would."""
+    endpoint, _ = app.url_map.bind("localhost").match(concrete(path), method=method)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setitem(HANDLERS, endpoint, fail)
+
+
+@pytest.mark.parametrize("method, path, status, code", list(documented_errors()))
+def test_every_documented_error_happens_as_documented(fragile_app, trusting_app, monkeypatch, method, path, status,
+                                                     code):
+    client = Client(fragile_app)
+    response = provoke(method, path, code, app=fragile_app, client=client, monkeypatch=monkeypatch,
+                       trusting_app=trusting_app)
+    assert (response.status_code, response.get_json()["code"]) == (status, code), response.get_json()
+    assert_as_documented(method, path, response)
