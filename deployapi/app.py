@@ -31,6 +31,8 @@ HANDLERS: dict[str, Handler] = {
     "health": handlers.health,
     "openapi_document": handlers.openapi_document,
     "list_event_feed": handlers.list_event_feed,
+    "list_environments": handlers.list_environments,
+    "dora_metrics": handlers.dora_metrics,
     "event_head": handlers.event_head,
 }
 
@@ -53,6 +55,8 @@ def _url_map() -> Map:
             Rule("/healthz", methods=["GET"], endpoint="health"),
             Rule("/openapi.json", methods=["GET"], endpoint="openapi_document"),
             Rule("/events", methods=["GET"], endpoint="list_event_feed"),
+            Rule("/environments", methods=["GET"], endpoint="list_environments"),
+            Rule("/metrics/dora", methods=["GET"], endpoint="dora_metrics"),
             Rule("/events/head", methods=["GET"], endpoint="event_head"),
         ],
         merge_slashes=False,

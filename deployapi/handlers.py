@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from . import errors, feed, idempotency, lifecycle, listing
+from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
 from .lifecycle import Deployment, Event
 from .repository import Repository, WriteTransaction
 
@@ -64,8 +64,11 @@ def get_deployment(request: Request, ctx: Context, deployment_id: str) -> Respon
 
 
 def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -> Response:
+    as_cloudevents = wants_cloudevents(request, feed.parse_format(query_args(request)))
     events = ctx.repository.list_events(deployment_id)
-    return json_response({"items": [event_json(e) for e in events]})
+    if as_cloudevents:
+        return cloudevents_response(request, ctx, events)
+    return json_response({"items": [event_json(e) for e in events]}, headers=VARY_ACCEPT)
 
 
 def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action: str) -> Response:
@@ -95,7 +98,30 @@ def list_event_feed(request: Request, ctx: Context) -> Response:
     events = ctx.repository.list_events_after(query.after, query.limit, service=query.service,
                                               environment=query.environment, event_type=query.event_type)
     next_after = events[-1].id if events else query.after
-    return json_response({"items": [event_json(e) for e in events], "next_after": next_after})
+    if wants_cloudevents(request, query.output_format):
+        # A CloudEvents batch is a bare array, so the position travels in headers.
+        return cloudevents_response(request, ctx, events, headers={
+            "X-Next-After": str(next_after),
+            "Link": f'<{request.script_root}/events?{_next_feed_query(query, next_after)}>; rel="next"',
+        })
+    return json_response({"items": [event_json(e) for e in events], "next_after": next_after},
+                         headers=VARY_ACCEPT)
+
+
+def _next_feed_query(query: feed.FeedQuery, next_after: int) -> str:
+    params = {"after": next_after, "limit": query.limit, "service": query.service,
+              "environment": query.environment, "type": query.event_type, "format": "cdevents"}
+    return urlencode({name: value for name, value in params.items() if value is not None})
+
+
+def list_environments(request: Request, ctx: Context) -> Response:
+    query = insights.parse_environments_query(query_args(request))
+    return json_response({"items": [environment_json(s) for s in ctx.repository.list_environments(query)]})
+
+
+def dora_metrics(request: Request, ctx: Context) -> Response:
+    query = insights.parse_dora_query(query_args(request), ctx.repository.now())
+    return json_response(dora_json(ctx.repository.dora_metrics(query)))
 
 
 def openapi_document(request: Request, ctx: Context) -> Response:
@@ -221,6 +247,63 @@ def _reject_constant(name: str) -> None:
 def json_response(body: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers,
                     mimetype="application/json")
+
+
+# Event lists come in two representations chosen partly by Accept, so caches must key on it.
+VARY_ACCEPT = {"Vary": "Accept"}
+
+
+def wants_cloudevents(request: Request, output_format: str | None) -> bool:
+    """Whether to answer an event list as CloudEvents: ``?format=`` when given, else the Accept header.
+
+    Accept picks CloudEvents only when it prefers their batch type to JSON;
+    anything else (none, ``*/*``, a tie, a type we do not serve) keeps JSON.
+    """
+    if output_format is not None:
+        return output_format == "cdevents"
+    best = request.accept_mimetypes.best_match(["application/json", cdevents.BATCH_MEDIA_TYPE])
+    return best == cdevents.BATCH_MEDIA_TYPE
+
+
+def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
+                         headers: dict[str, str] | None = None) -> Response:
+    """The events as a JSON array of CloudEvents (``application/cloudevents-batch+json``)."""
+    context = ctx.repository.event_context(events)
+    batch = []
+    for event in events:
+        deployment, first_success = context[event.id]
+        batch.append(cdevents.cloudevent(event, deployment, first_success=first_success, mount=request.script_root))
+    return Response(json.dumps(batch, separators=(",", ":")), headers={**VARY_ACCEPT, **(headers or {})},
+                    mimetype=cdevents.BATCH_MEDIA_TYPE)
+
+
+def environment_json(s: insights.EnvironmentState) -> dict[str, Any]:
+    current = None
+    if s.current is not None:
+        current = {"deployment_id": s.current.deployment_id, "version": s.current.version,
+                   "succeeded_at": s.current.succeeded_at}
+    return {
+        "service": s.service, "environment": s.environment, "current": current,
+        "in_flight": [{"deployment_id": f.deployment_id, "version": f.version, "status": f.status,
+                       "updated_at": f.updated_at} for f in s.in_flight],
+        "in_flight_count": s.in_flight_count, "last_change_at": s.last_change_at,
+    }
+
+
+def dora_json(m: insights.DoraMetrics) -> dict[str, Any]:
+    def durations(d: insights.Durations) -> dict[str, Any]:
+        return {"median": d.median, "p90": d.p90, "count": d.count}
+
+    return {
+        "service": m.query.service, "environment": m.query.environment,
+        "since": m.query.since, "until": m.query.until,
+        "deployment_frequency_per_day": m.deployment_frequency_per_day,
+        "change_failure_rate": m.change_failure_rate,
+        "time_to_restore_seconds": {**durations(m.time_to_restore), "unrestored": m.unrestored_failures},
+        "approval_lead_time_seconds": durations(m.approval_lead_time),
+        "deploy_duration_seconds": durations(m.deploy_duration),
+        "counts": {"succeeded": m.succeeded, "started": m.started, "failed_changes": m.failed_changes},
+    }
 
 
 def deployment_json(d: Deployment) -> dict[str, Any]:

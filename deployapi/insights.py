@@ -1,0 +1,181 @@
+"""Questions about the whole record: what is live in each environment, and the DORA metrics.
+
+Pure parsing and validation of the ``GET /environments`` and ``GET /metrics/dora``
+query strings, and the values the repository answers them with.  The SQL is in
+repository.py; the definitions of every number are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from . import lifecycle
+from .lifecycle import FieldProblem, ValidationFailed
+from .listing import canonical_timestamp
+
+ENVIRONMENTS_PARAMETERS = ("service", "environment")
+DORA_PARAMETERS = ("service", "environment", "since", "until")
+# The DORA window when the client gives no bound: the 30 days before now.
+DEFAULT_WINDOW = timedelta(days=30)
+# In-flight deployments listed per environment, newest first; in_flight_count
+# counts them all.  Approved deployments that are never started stay approved
+# (no action leaves that status but start), so without a bound the answer would
+# grow with every abandoned request.
+IN_FLIGHT_SHOWN = 5
+
+
+# --- queries ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentsQuery:
+    """Which (service, environment) pairs to describe: exact matches, ANDed."""
+
+    service: str | None = None
+    environment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoraQuery:
+    """The scope and the half-open window ``[since, until)`` of the DORA metrics (canonical timestamps)."""
+
+    since: str
+    until: str
+    service: str | None = None
+    environment: str | None = None
+
+
+def parse_environments_query(args: Mapping[str, Sequence[str]]) -> EnvironmentsQuery:
+    """Validate the query string of ``GET /environments`` (each name mapped to all its values).
+
+    :raises ValidationFailed: listing every unknown, repeated or malformed parameter.
+    """
+    values, problems = _single_values(args, ENVIRONMENTS_PARAMETERS)
+    fields = _slugs(values, problems)
+    if problems:
+        raise ValidationFailed(problems)
+    return EnvironmentsQuery(**fields)
+
+
+def parse_dora_query(args: Mapping[str, Sequence[str]], now: datetime) -> DoraQuery:
+    """Validate the query string of ``GET /metrics/dora``; a missing bound defaults from ``now``.
+
+    ``until`` defaults to ``now`` and ``since`` to 30 days before ``until``.
+
+    :raises ValidationFailed: listing every unknown, repeated or malformed parameter.
+    """
+    values, problems = _single_values(args, DORA_PARAMETERS)
+    fields: dict[str, str] = _slugs(values, problems)
+    bounds: dict[str, str] = {}
+    for name in ("since", "until"):
+        if name in values:
+            try:
+                bounds[name] = canonical_timestamp(values[name])
+            except ValueError as error:
+                problems.append(FieldProblem(name, str(error)))
+    if problems:
+        raise ValidationFailed(problems)
+
+    until = bounds.get("until", lifecycle.format_timestamp(now))
+    since = bounds.get("since") or _days_before(until)
+    if since >= until:  # canonical timestamps compare as text in time order
+        if "until" in bounds:
+            problems.append(FieldProblem("until", "must be later than since"))
+        else:
+            problems.append(FieldProblem("since", f"must be earlier than until, which defaults to now ({until})"))
+        raise ValidationFailed(problems)
+    return DoraQuery(since=since, until=until, **fields)
+
+
+def _days_before(until: str) -> str:
+    moment = datetime.fromisoformat(until.removesuffix("Z")).replace(tzinfo=timezone.utc)
+    try:
+        return lifecycle.format_timestamp(moment - DEFAULT_WINDOW)
+    except OverflowError:  # an until in the first 30 days of year 1
+        return lifecycle.format_timestamp(datetime.min.replace(tzinfo=timezone.utc))
+
+
+def _single_values(args: Mapping[str, Sequence[str]], allowed: tuple[str, ...]
+                   ) -> tuple[dict[str, str], list[FieldProblem]]:
+    problems: list[FieldProblem] = []
+    values: dict[str, str] = {}
+    for name, given in args.items():
+        if name not in allowed:
+            problems.append(FieldProblem(name, f"unknown query parameter; allowed: {', '.join(allowed)}"))
+        elif len(given) != 1:
+            problems.append(FieldProblem(name, "must be given at most once"))
+        else:
+            values[name] = given[0]
+    return values, problems
+
+
+def _slugs(values: Mapping[str, str], problems: list[FieldProblem]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name in ("service", "environment"):
+        if name in values:
+            if lifecycle.is_slug(values[name]):
+                fields[name] = values[name]
+            else:
+                problems.append(FieldProblem(name, "must be a valid service or environment name"))
+    return fields
+
+
+# --- answers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveVersion:
+    """The deployment whose version runs in an environment, by the record."""
+
+    deployment_id: str
+    version: str
+    succeeded_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """An approved or started deployment: about to change the environment, or changing it."""
+
+    deployment_id: str
+    version: str
+    status: str
+    updated_at: str  # when it reached that status
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentState:
+    """What is live in one (service, environment), and what is on its way."""
+
+    service: str
+    environment: str
+    current: LiveVersion | None
+    in_flight: tuple[InFlight, ...]  # the newest IN_FLIGHT_SHOWN
+    in_flight_count: int
+    last_change_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """A set of durations in seconds: how many, and their nearest-rank median and 90th percentile."""
+
+    count: int
+    median: float | None
+    p90: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DoraMetrics:
+    """The DORA metrics of one scope and window (see docs/metrics.md)."""
+
+    query: DoraQuery
+    succeeded: int
+    started: int
+    failed_changes: int
+    unrestored_failures: int
+    deployment_frequency_per_day: float
+    change_failure_rate: float | None
+    time_to_restore: Durations
+    approval_lead_time: Durations
+    deploy_duration: Durations
