@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import lifecycle
+from . import lifecycle, query
 from .lifecycle import FieldProblem, ValidationFailed
 from .listing import canonical_timestamp
 
@@ -52,8 +52,9 @@ def parse_environments_query(args: Mapping[str, Sequence[str]]) -> EnvironmentsQ
 
     :raises ValidationFailed: listing every unknown, repeated or malformed parameter.
     """
-    values, problems = _single_values(args, ENVIRONMENTS_PARAMETERS)
-    fields = _slugs(values, problems)
+    problems: list[FieldProblem] = []
+    values = query.single_values(args, ENVIRONMENTS_PARAMETERS, problems)
+    fields = query.slugs(values, ("service", "environment"), problems)
     if problems:
         raise ValidationFailed(problems)
     return EnvironmentsQuery(**fields)
@@ -66,8 +67,9 @@ def parse_dora_query(args: Mapping[str, Sequence[str]], now: datetime) -> DoraQu
 
     :raises ValidationFailed: listing every unknown, repeated or malformed parameter.
     """
-    values, problems = _single_values(args, DORA_PARAMETERS)
-    fields: dict[str, str] = _slugs(values, problems)
+    problems: list[FieldProblem] = []
+    values = query.single_values(args, DORA_PARAMETERS, problems)
+    fields: dict[str, str] = query.slugs(values, ("service", "environment"), problems)
     bounds: dict[str, str] = {}
     for name in ("since", "until"):
         if name in values:
@@ -95,31 +97,6 @@ def _days_before(until: str) -> str:
         return lifecycle.format_timestamp(moment - DEFAULT_WINDOW)
     except OverflowError:  # an until in the first 30 days of year 1
         return lifecycle.format_timestamp(datetime.min.replace(tzinfo=timezone.utc))
-
-
-def _single_values(args: Mapping[str, Sequence[str]], allowed: tuple[str, ...]
-                   ) -> tuple[dict[str, str], list[FieldProblem]]:
-    problems: list[FieldProblem] = []
-    values: dict[str, str] = {}
-    for name, given in args.items():
-        if name not in allowed:
-            problems.append(FieldProblem(name, f"unknown query parameter; allowed: {', '.join(allowed)}"))
-        elif len(given) != 1:
-            problems.append(FieldProblem(name, "must be given at most once"))
-        else:
-            values[name] = given[0]
-    return values, problems
-
-
-def _slugs(values: Mapping[str, str], problems: list[FieldProblem]) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for name in ("service", "environment"):
-        if name in values:
-            if lifecycle.is_slug(values[name]):
-                fields[name] = values[name]
-            else:
-                problems.append(FieldProblem(name, "must be a valid service or environment name"))
-    return fields
 
 
 # --- answers ----------------------------------------------------------------------

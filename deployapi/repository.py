@@ -158,6 +158,24 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
     return found
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
+
+    A failing ROLLBACK never hides the error that caused it; a connection left
+    in a transaction is discarded by Repository._connection().
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
 def _too_new_message(found: int, known: int) -> str:
     return (f"the database is at schema version {found}, but this deployapi knows versions up to "
             f"{known}; upgrade deployapi instead of opening a newer database with an older one")
@@ -238,15 +256,8 @@ class Repository:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
             key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
         except sqlite3.DatabaseError as error:
             raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
@@ -298,17 +309,8 @@ class Repository:
         try:
             with self._connection() as conn:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with _immediate(conn):
                         yield conn
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        # Never let a failing ROLLBACK hide the error that caused it;
-                        # the connection is then discarded by _connection().
-                        if conn.in_transaction:
-                            with contextlib.suppress(sqlite3.Error):
-                                conn.execute("ROLLBACK")
-                        raise
                 except sqlite3.OperationalError as error:
                     if _is_busy(error):
                         raise DatabaseBusy(str(error)) from error
