@@ -106,8 +106,10 @@ def _inexpressible_refusal(case, response) -> bool:
     The rules: a cursor must be one the API issued; an Idempotency-Key may not
     be sent again with a different request; created_before must be later
     than created_after, and both must be instants in years 1-9999 once converted
-    to UTC; work_refs must differ after trimming; the whole body must fit in
-    64 KiB (10,000 non-ASCII characters can be 60 KB of JSON escapes).
+    to UTC; the same for the DORA window's since and until, where a missing
+    until is now (so a since alone must be in the past); work_refs must differ
+    after trimming; the whole body must fit in 64 KiB (10,000 non-ASCII
+    characters can be 60 KB of JSON escapes).
     """
     if response.status_code == 413:
         return len(response.request.body or b"") > MAX_BODY_BYTES
@@ -131,9 +133,26 @@ def _inexpressible_refusal(case, response) -> bool:
             if value is None or (field == "created_before" and after is not None and after >= value):
                 continue
             return False
+        elif field in ("since", "until"):
+            if _dora_window_refused(case.query, field):
+                continue
+            return False
         else:
             return False
     return True
+
+
+def _dora_window_refused(query: dict, field: str) -> bool:
+    """Whether GET /metrics/dora may refuse ``field`` for its window: not an instant in years 1-9999, or
+    a window that does not end after it starts, with the defaults applied (until: now; since: 30 days
+    before until, but no earlier than the start of year 1, so only an until at that very start)."""
+    value = _instant(query[field])
+    if value is None:
+        return True
+    if field == "until":
+        since = _instant(query["since"]) if "since" in query else datetime(1, 1, 1, tzinfo=timezone.utc)
+        return since is not None and since >= value
+    return "until" not in query and value >= datetime.now(timezone.utc)
 
 
 def schema_valid_requests_are_accepted(ctx, response, case):
