@@ -65,25 +65,22 @@ import contextlib
 import dataclasses
 import datetime as dt
 import gc
-import importlib.metadata
 import itertools
 import math
 import os
-import platform
 import random
 import shlex
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
+from run_context import code_description, machine_description
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-import deployapi
 from deployapi import create_app, ids, lifecycle, listing, repository
 from deployapi.lifecycle import Deployment, Event, NewDeployment
 from deployapi.repository import Repository
@@ -730,31 +727,6 @@ def size_label(size: int) -> str:
         if size % unit == 0:
             return f"{size // unit}{suffix}"
     return f"{size:,}"
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (f"nproc {len(os.sched_getaffinity(0))} ({model}), Linux {platform.release()}, "
-            f"Python {platform.python_version()}, sqlite3.sqlite_version {sqlite3.sqlite_version}, "
-            f"Werkzeug {importlib.metadata.version('werkzeug')}")
-
-
-def code_description() -> str:
-    """Which deployapi was measured: its directory, and its commit when that is a git checkout."""
-    root = Path(deployapi.__file__).resolve().parent.parent
-    described = f"deployapi from {root}"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "deployapi", "schema.sql"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        described += f" at commit {commit}" + (" with uncommitted changes to deployapi/ or schema.sql" if dirty else "")
-    return described
 
 
 def ms(value: float) -> str:

@@ -53,13 +53,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib.metadata
 import itertools
 import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import re
 import resource
@@ -80,6 +78,7 @@ from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for server_process
 
+from run_context import code_description, machine_description  # noqa: E402
 from server_process import DEPLOYAPI, Server  # noqa: E402
 
 # --- the traffic -------------------------------------------------------------------
@@ -487,33 +486,6 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
     """Nearest rank: the smallest sample with at least ``fraction`` of all samples at or below it."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] if ordered else float("nan")
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"nproc {len(os.sched_getaffinity(0))} ({model}), {mem_gib:.0f} GiB RAM, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, sqlite3.sqlite_version {sqlite3.sqlite_version}, "
-            f"waitress {importlib.metadata.version('waitress')}, Werkzeug {importlib.metadata.version('werkzeug')}")
-
-
-def code_description() -> str:
-    import deployapi
-
-    root = Path(deployapi.__file__).resolve().parent.parent
-    described = f"deployapi from {root}"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "deployapi", "schema.sql"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        described += f" at commit {commit}" + (" with uncommitted changes to deployapi/ or schema.sql" if dirty else "")
-    return described
 
 
 def stored_counts(db: Path) -> tuple[int, int, Counter]:
