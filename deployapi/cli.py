@@ -22,6 +22,15 @@ logger = logging.getLogger("deployapi")
 # How long a stopping server waits for requests already received to be answered.
 DRAIN_SECONDS = 10.0
 
+# How long a thread may hold the GIL while another waits for it (Python's
+# default is 5 ms).  waitress's event-loop thread polls its sockets in pure
+# Python and, while a worker's answer is being sent, finds that socket writable
+# on every pass: a worker coming back from a socket send or an SQLite call then
+# waits up to a whole interval for the GIL while the loop spins.  Measured on 2
+# cores, 16 connections (docs/performance.md): GET by id 147 -> 910 req/s,
+# p99 398 -> 29 ms.  See docs/adr/0010-gil-switch-interval.md.
+GIL_SWITCH_INTERVAL = 0.00001
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deployapi", description="The deployment record over HTTP.")
@@ -106,6 +115,9 @@ def serve(flags: dict) -> int:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    # The whole process is ours here; an application that embeds the app
+    # decides this for its own process (docs/operations.md).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         app = create_app(settings.db, production_environments=settings.production_environments,
                          trust_remote_user=settings.trust_remote_user)

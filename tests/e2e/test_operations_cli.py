@@ -162,3 +162,16 @@ def test_an_unresolvable_host_is_a_one_line_error(tmp_path):
                          cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "cannot listen on no-such-host.invalid" in result.stderr
+
+
+def test_serve_shortens_the_gil_switch_interval_for_its_own_process(tmp_path, monkeypatch):
+    # In-process, with the interpreter-wide calls recorded rather than made,
+    # so the test process keeps its own logging and switch interval.
+    from deployapi import cli, logs
+
+    intervals: list[float] = []
+    monkeypatch.setattr(cli.sys, "setswitchinterval", intervals.append)
+    monkeypatch.setattr(logs, "configure", lambda *args: None)
+    status = cli.main(["serve", "--host", "no-such-host.invalid", "--port", "0", "--db", str(tmp_path / "x.db")])
+    assert status == 1  # stopped at the unresolvable host, after tuning the interpreter
+    assert intervals == [cli.GIL_SWITCH_INTERVAL] and cli.GIL_SWITCH_INTERVAL < 0.005
