@@ -49,18 +49,17 @@ def list_deployments(request: Request, ctx: Context) -> Response:
         query = listing.parse_list_query(query_args(request), ctx.repository.cursor_key)
     except listing.InvalidCursor as error:
         raise errors.invalid_cursor(str(error)) from None
-    deployments, more = ctx.repository.list_deployments(query)
+    page = ctx.repository.list_deployments(query)
     next_cursor = None
-    if more:
-        last = deployments[-1]
-        next_cursor = listing.encode_cursor(
-            listing.Position(last.created_at, last.id), query.filters(), ctx.repository.cursor_key)
-    return json_response({"items": [deployment_json(d) for d in deployments],
-                          "next_cursor": next_cursor})
+    if page.next_position is not None:
+        next_cursor = listing.encode_cursor(page.next_position, query.filters(), ctx.repository.cursor_key)
+    # The items arrive as JSON text (repository.DEPLOYMENT_DOCUMENT): joined, not re-encoded.
+    body = f'{{"items":[{",".join(page.documents)}],"next_cursor":{json.dumps(next_cursor)}}}'
+    return json_text_response(body)
 
 
 def get_deployment(request: Request, ctx: Context, deployment_id: str) -> Response:
-    return json_response(deployment_json(ctx.repository.get_deployment(deployment_id)))
+    return json_text_response(ctx.repository.deployment_document(deployment_id))
 
 
 def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -> Response:
@@ -245,8 +244,13 @@ def _reject_constant(name: str) -> None:
 
 
 def json_response(body: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers,
-                    mimetype="application/json")
+    # ensure_ascii=False: UTF-8 as it is, like the documents SQLite renders.
+    return json_text_response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status, headers=headers)
+
+
+def json_text_response(text: str, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
+    """A response whose body is already JSON text."""
+    return Response(text, status=status, headers=headers, mimetype="application/json")
 
 
 # Event lists come in two representations chosen partly by Accept, so caches must key on it.

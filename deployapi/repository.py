@@ -33,7 +33,7 @@ from .insights import (
     LiveVersion,
 )
 from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
-from .listing import EQUALITY_FILTERS, ListQuery
+from .listing import EQUALITY_FILTERS, ListQuery, Position
 
 BUSY_TIMEOUT_MS = 5000
 # Window functions, row values and AS MATERIALIZED: what the queries below use.
@@ -368,6 +368,18 @@ class Repository:
         with self._read() as conn:
             return _fetch_deployment(conn, deployment_id)
 
+    def deployment_document(self, deployment_id: str) -> str:
+        """The deployment's current state as the API's JSON object, rendered by SQLite.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {DEPLOYMENT_DOCUMENT} FROM deployments WHERE id = ?",
+                               (deployment_id,)).fetchone()
+        if row is None:
+            raise DeploymentNotFound(deployment_id)
+        return row[0]
+
     def list_events(self, deployment_id: str) -> list[Event]:
         """The deployment's history, oldest first.
 
@@ -388,12 +400,14 @@ class Repository:
                 conn.execute("COMMIT")
         return [_row_to_event(row) for row in rows]
 
-    def list_deployments(self, query: ListQuery) -> tuple[list[Deployment], bool]:
-        """One page of deployments, newest first, and whether more follow it."""
+    def list_deployments(self, query: ListQuery) -> ListingPage:
+        """One page of deployments, newest first, as the API's JSON objects rendered by SQLite."""
         sql, parameters = listing_sql(query)
         with self._read() as conn:
             rows = conn.execute(sql, parameters).fetchall()
-        return [_row_to_deployment(row) for row in rows[:query.limit]], len(rows) > query.limit
+        page = rows[:query.limit]
+        more = len(rows) > query.limit
+        return ListingPage([row[2] for row in page], Position(page[-1][0], page[-1][1]) if more else None)
 
     def now(self) -> datetime:
         """The time by the repository's clock, the one its writes are stamped with."""
@@ -496,6 +510,14 @@ class Repository:
             )} if successes else set()
         deployments = {row["id"]: _row_to_deployment(row) for row in rows}
         return {e.id: (deployments[e.deployment_id], e.id in first_successes) for e in events if e.id is not None}
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing: each deployment as JSON text, and where the next page starts (None at the end)."""
+
+    documents: list[str]
+    next_position: Position | None
 
 
 @dataclass(frozen=True)
@@ -609,7 +631,8 @@ def listing_sql(query: ListQuery) -> tuple[str, list[object]]:
         conditions.append("created_at < ?")
         parameters.append(query.created_before)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = (f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments INDEXED BY {_listing_index(query)}{where}"
+    sql = (f"SELECT created_at, id, {DEPLOYMENT_DOCUMENT} FROM deployments INDEXED BY {_listing_index(query)}"
+           f"{where}"
            " ORDER BY created_at DESC, id DESC LIMIT ?")
     return sql, [*parameters, query.limit + 1]
 
@@ -850,6 +873,17 @@ def backup_database(source: str | Path, destination: str | Path) -> None:
 _EVENT_COLUMNS = (
     "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at,"
     " e.hash"
+)
+# The API's JSON object for a deployment (docs/api.md), built by SQLite: reads
+# answer with this text as it comes, with no Python object per row or field
+# (docs/performance.md).  Keys, order and values are those of
+# handlers.deployment_json, which renders the Deployment a write returns;
+# tests/integration/test_repository.py holds the two together.
+DEPLOYMENT_DOCUMENT = (
+    "json_object('id', id, 'service', service, 'environment', environment, 'version', version,"
+    " 'requester', requester, 'work_refs', json(work_refs), 'risk', risk, 'rollback_plan', rollback_plan,"
+    " 'status', status, 'reviewed_by', reviewed_by, 'reviewed_at', reviewed_at,"
+    " 'created_at', created_at, 'updated_at', updated_at)"
 )
 _DEPLOYMENT_COLUMNS = (
     "id, service, environment, version, requester, work_refs, risk, rollback_plan,"

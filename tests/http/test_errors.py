@@ -125,7 +125,7 @@ def test_an_unexpected_error_is_a_generic_500_that_leaks_nothing(app, client, ca
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals at /srv/deployapi")
 
-    app.repository.get_deployment = explode
+    app.repository.deployment_document = explode
     response = client.get("/deployments/abc")
     body = assert_problem(response, 500, "internal_error")
     assert "secret" not in response.get_data(as_text=True) and "Traceback" not in body["detail"]

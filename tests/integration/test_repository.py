@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 from builders import StepClock, new_deployment
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from deployapi.handlers import deployment_json
 from deployapi.lifecycle import ActionRequest, InvalidTransition, SelfApproval
+from deployapi.listing import ListQuery, Position
 from deployapi.repository import DatabaseError, DeploymentNotFound, Repository, schema_sql
 
 
@@ -186,3 +191,41 @@ def test_timestamps_come_from_the_clock_in_the_stored_form(db_path):
         assert deployment.created_at == "2026-11-26T10:00:00.001000Z"
     finally:
         repository.close()
+
+
+# --- the JSON SQLite renders for reads -------------------------------------------------
+
+# Text that JSON encoders treat differently: quotes, backslashes, the control
+# characters free text may hold, non-ASCII, astral characters, and U+2028.
+AWKWARD_TEXT = 'a "quoted" \\ back\\slash\ttab\r\nline ünï 日本 🚀 \u2028 </script>'
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\r\n"),
+                    min_size=1, max_size=40).filter(str.strip),
+       risk=st.none() | st.just(AWKWARD_TEXT))
+def test_the_document_sqlite_renders_is_what_deployment_json_renders(repo, text, risk):
+    # Reads answer with DEPLOYMENT_DOCUMENT, writes with handlers.deployment_json:
+    # the same keys in the same order, the same values, whatever the text.
+    deployment = repo.create_deployment(new_deployment(
+        rollback_plan=text, risk=risk, work_refs=(text.strip()[:500], AWKWARD_TEXT)))
+    deployment = repo.apply_action(deployment.id, ActionRequest("approve", "ünï 日本", None))
+    expected = deployment_json(deployment)
+    document = json.loads(repo.deployment_document(deployment.id), object_pairs_hook=list)
+    assert document == list(expected.items())
+    page = repo.list_deployments(ListQuery(limit=1))
+    assert [json.loads(d) for d in page.documents] == [expected]
+
+
+def test_a_listing_page_says_where_the_next_one_starts(repo):
+    created = [repo.create_deployment(new_deployment()) for _ in range(3)]
+    first = repo.list_deployments(ListQuery(limit=2))
+    assert [json.loads(d)["id"] for d in first.documents] == [created[2].id, created[1].id]
+    assert first.next_position == Position(created[1].created_at, created[1].id)
+    last = repo.list_deployments(ListQuery(limit=2, after=first.next_position))
+    assert [json.loads(d)["id"] for d in last.documents] == [created[0].id] and last.next_position is None
+
+
+def test_the_document_of_an_unknown_id_is_not_found(repo):
+    with pytest.raises(DeploymentNotFound):
+        repo.deployment_document("no-such-id")
