@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import sys
-import uuid
 from datetime import datetime, timezone
 
 access_logger = logging.getLogger("deployapi.access")
@@ -28,7 +28,7 @@ def request_id_from(header: str | None) -> str:
     """The caller's X-Request-ID if it is 1-128 visible ASCII characters, else a new one."""
     if header is not None and _REQUEST_ID.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
 
 
 def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str) -> None:
