@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -42,9 +43,6 @@ MIN_SQLITE = (3, 35, 0)
 # pruned a batch at a time by later idempotent writes.
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 IDEMPOTENCY_PRUNE_BATCH = 100
-# Connections kept open between requests; more are opened under load and
-# closed again when returned to a full pool.
-IDLE_CONNECTIONS = 8
 
 Clock = Callable[[], datetime]
 
@@ -207,15 +205,18 @@ class Repository:
         self.db_path = str(db_path)
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
-        self._idle: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
+        # One connection per thread that uses the repository, opened on its
+        # first call and kept for the next: no pool lock and no set-up per
+        # request.  Each is closed by close(), or when its thread ends.
+        self._local = threading.local()
+        self._threads: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._threads_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy
         # handler, which sleeps up to 100 ms between retries and so turns
         # contention into long tail latency.  Other processes on the same file
         # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
         self._write_lock = threading.Lock()
         self._closed = False
-        self._pid = os.getpid()
         self._initialise()
 
     # --- connections and transactions -------------------------------------
@@ -267,34 +268,43 @@ class Repository:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, kept between calls; discarded after an SQLite error."""
         if self._closed:
             raise DatabaseError("the repository is closed")
-        with self._pool_lock:
-            if self._pid != os.getpid():
-                # Forked since these were opened: they belong to the parent process.
-                self._idle, self._pid = [], os.getpid()
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._open()
-        reusable = False
+        held = getattr(self._local, "connection", None)
+        if held is None or held.pid != os.getpid() or held.in_use:
+            if held is not None and held.in_use:
+                # A call made while this thread's connection is busy (a read
+                # inside a write's transaction) gets a connection of its own.
+                yield from _one_off(self._open())
+                return
+            held = self._local.connection = self._keep(self._open())
+        held.in_use = True
+        keep = False
         try:
-            yield conn
-            reusable = not conn.in_transaction
+            yield held.conn
+            keep = True
         except sqlite3.Error:
-            raise  # the connection may be what failed: never hand it out again
+            raise  # the connection may be what failed: never use it again
         except BaseException:
-            # Domain errors (not found, invalid transition) leave the connection
-            # as good as it was, unless they interrupted a transaction.
-            reusable = not conn.in_transaction
+            keep = True  # a domain error (not found, invalid transition) leaves it as good as it was
             raise
         finally:
-            if reusable and not self._closed:
-                with self._pool_lock:
-                    if len(self._idle) < IDLE_CONNECTIONS:
-                        self._idle.append(conn)
-                        conn = None
-            if conn is not None:
-                conn.close()
+            held.in_use = False
+            # Left in a transaction only if something interrupted one.
+            if not keep or held.conn.in_transaction:
+                self._discard(held)
+
+    def _keep(self, conn: sqlite3.Connection) -> _ThreadConnection:
+        held = _ThreadConnection(conn)
+        with self._threads_lock:
+            self._threads.add(held)
+        return held
+
+    def _discard(self, held: _ThreadConnection) -> None:
+        if getattr(self._local, "connection", None) is held:
+            self._local.connection = None
+        held.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -329,12 +339,12 @@ class Repository:
                 raise
 
     def close(self) -> None:
-        """Close every pooled connection; later calls fail with DatabaseError."""
+        """Close every thread's connection; later calls fail with DatabaseError."""
         self._closed = True
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        with self._threads_lock:
+            held, self._threads = list(self._threads), weakref.WeakSet()
+        for connection in held:
+            connection.close()
 
     # --- queries -----------------------------------------------------------
 
@@ -510,6 +520,24 @@ class Repository:
             )} if successes else set()
         deployments = {row["id"]: _row_to_deployment(row) for row in rows}
         return {e.id: (deployments[e.deployment_id], e.id in first_successes) for e in events if e.id is not None}
+
+
+class _ThreadConnection:
+    """A thread's kept connection; closed when the thread ends and drops it, or by Repository.close()."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        # After a fork the child must not use its parent's connections.
+        self.pid = os.getpid()
+        self.in_use = False
+        self.close = weakref.finalize(self, conn.close)
+
+
+def _one_off(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 
 import pytest
 from builders import StepClock, new_deployment
@@ -229,3 +230,62 @@ def test_a_listing_page_says_where_the_next_one_starts(repo):
 def test_the_document_of_an_unknown_id_is_not_found(repo):
     with pytest.raises(DeploymentNotFound):
         repo.deployment_document("no-such-id")
+
+
+# --- connections: one per thread --------------------------------------------------------
+
+def wal_file(db_path):
+    # SQLite removes the -wal file when the last connection to the database closes.
+    return db_path.with_name(db_path.name + "-wal")
+
+
+def test_the_connection_of_a_thread_that_ended_is_closed(db_path):
+    repository = Repository(db_path)
+    threads = [threading.Thread(target=lambda: repository.create_deployment(new_deployment())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wal_file(db_path).exists() is False  # the threads' connections went with them
+    assert len(repository.list_deployments(ListQuery()).documents) == 4
+    repository.close()
+
+
+def test_close_closes_the_connections_of_threads_still_running(db_path):
+    repository = Repository(db_path)
+    used, release = threading.Barrier(4), threading.Event()
+
+    def work():
+        repository.create_deployment(new_deployment())
+        used.wait()
+        release.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    used.wait()
+    assert wal_file(db_path).exists()
+    repository.close()
+    assert not wal_file(db_path).exists()
+    release.set()
+    for thread in threads:
+        thread.join()
+    with pytest.raises(DatabaseError, match="closed"):
+        repository.get_deployment("any")
+
+
+def test_a_read_inside_a_write_transaction_sees_only_committed_state(repo):
+    with repo.transaction() as tx:
+        deployment = tx.create_deployment(new_deployment())
+        with pytest.raises(DeploymentNotFound):
+            repo.get_deployment(deployment.id)
+    assert repo.get_deployment(deployment.id) == deployment
+
+
+def test_after_an_sqlite_error_the_next_call_on_the_thread_works(db_path, repo):
+    inject_event_failure(db_path)
+    with pytest.raises(sqlite3.DatabaseError):
+        repo.create_deployment(new_deployment())
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TRIGGER fail_events")
+    assert repo.get_deployment(repo.create_deployment(new_deployment()).id).status == "pending_approval"
