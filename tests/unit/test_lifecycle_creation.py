@@ -114,3 +114,19 @@ def test_every_problem_is_reported_at_once():
 
 def test_unknown_fields_name_the_allowed_ones():
     assert "allowed fields" in problems_of(create_body(extra=1))["extra"]
+
+
+def test_the_character_rules_are_exactly_unicode_control_whitespace_and_surrogates():
+    # The validators scan with regular expressions; these must mean what the
+    # rules say for every code point: control = category Cc, whitespace = str.isspace.
+    import unicodedata
+
+    from deployapi import lifecycle
+
+    for code in range(0x110000):
+        ch = chr(code)
+        control = unicodedata.category(ch) == "Cc"
+        assert bool(lifecycle._CONTROL.search(ch)) == control
+        assert bool(lifecycle._CONTROL_BUT_BREAKS.search(ch)) == (control and ch not in "\t\n\r")
+        assert bool(lifecycle._WHITESPACE_OR_CONTROL.search(ch)) == (control or ch.isspace())
+        assert lifecycle._has_surrogate(ch) == (0xD800 <= code <= 0xDFFF)
