@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from datetime import datetime, timezone
 
 access_logger = logging.getLogger("deployapi.access")
@@ -32,11 +33,33 @@ def request_id_from(header: str | None) -> str:
 
 
 def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str) -> None:
-    access_logger.info(
-        "%s %s %d %.1fms request_id=%s", method, path, status, duration_ms, request_id,
-        extra={"method": method, "path": path, "status": status,
-               "duration_ms": round(duration_ms, 3), "request_id": request_id},
-    )
+    # The fields travel as the record's args, in ACCESS_FIELDS order (not as
+    # `extra`, which costs a dict and an attribute per field on every request).
+    access_logger.info("%s %s %d %.1fms request_id=%s", method, path, status, duration_ms, request_id)
+
+
+def access_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields of an access record by name; empty for any other record."""
+    if record.name != access_logger.name or not isinstance(record.args, tuple) \
+            or len(record.args) != len(ACCESS_FIELDS):
+        return {}
+    fields = dict(zip(ACCESS_FIELDS, record.args))
+    fields["duration_ms"] = round(fields["duration_ms"], 3)
+    return fields
+
+
+class TextFormatter(logging.Formatter):
+    """The standard text format, with the date and time formatted once per second rather than per line."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        whole = int(record.created)
+        second, text = self._second  # one tuple: threads see an old or a new pair, never a mix
+        if whole != second:
+            text = time.strftime(self.default_time_format, self.converter(whole))
+            self._second = (whole, text)
+        return self.default_msec_format % (text, record.msecs)
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,9 +72,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in ACCESS_FIELDS:
-            if hasattr(record, name):
-                entry[name] = getattr(record, name)
+        entry.update(access_fields(record))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -63,7 +84,13 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # What a record need not collect, since neither format prints it: the
+    # caller's file and line, thread and process names (the "Optimization"
+    # section of the logging HOWTO).  Together with the formats above, an
+    # access line costs ~40 % less (docs/performance.md).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
