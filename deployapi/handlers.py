@@ -7,6 +7,7 @@ No SQL and no lifecycle rule lives here; errors are raised, never rendered
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -36,12 +37,11 @@ def create_deployment(request: Request, ctx: Context) -> Response:
     caller = identity(request, ctx)
     new = lifecycle.validate_new_deployment(payload, ctx.production_environments, identity=caller)
 
-    def create(tx: WriteTransaction) -> Response:
-        deployment = tx.create_deployment(new)
+    def render(deployment: Deployment) -> Response:
         location = f"{request.script_root}/deployments/{deployment.id}"
         return json_response(deployment_json(deployment), 201, headers={"Location": location})
 
-    return write_once(request, ctx, payload, caller, create)
+    return write_once(request, ctx, payload, caller, lambda tx: tx.create_deployment(new), render)
 
 
 def list_deployments(request: Request, ctx: Context) -> Response:
@@ -77,11 +77,8 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
     payload = read_json_object(request)
     caller = identity(request, ctx)
     action_request = lifecycle.validate_action(action, payload, identity=caller)
-
-    def act(tx: WriteTransaction) -> Response:
-        return json_response(deployment_json(tx.apply_action(deployment_id, action_request)))
-
-    return write_once(request, ctx, payload, caller, act)
+    return write_once(request, ctx, payload, caller, lambda tx: tx.apply_action(deployment_id, action_request),
+                      lambda deployment: json_response(deployment_json(deployment)))
 
 
 def event_head(request: Request, ctx: Context) -> Response:
@@ -142,14 +139,17 @@ def health(request: Request, ctx: Context) -> Response:
 
 
 def write_once(request: Request, ctx: Context, payload: dict[str, Any], caller: str | None,
-               operation: idempotency.Operation) -> Response:
-    """Run a write in one transaction; with an Idempotency-Key, at most once per key."""
+               write: Callable[[WriteTransaction], Deployment], render: Callable[[Deployment], Response]) -> Response:
+    """Run a write in one transaction and render its result; with an Idempotency-Key, at most once per key."""
     key = idempotency.key_from(request)
     if key is None:
         with ctx.repository.transaction() as tx:
-            return operation(tx)
+            deployment = write(tx)
+        # Rendered after the commit: other writers wait only for the write itself.
+        return render(deployment)
     fingerprint = idempotency.fingerprint(request, payload, caller)
-    return idempotency.run_once(ctx.repository, key, fingerprint, operation)
+    # The response is stored with the write, so here it is rendered inside the transaction.
+    return idempotency.run_once(ctx.repository, key, fingerprint, lambda tx: render(write(tx)))
 
 
 def identity(request: Request, ctx: Context) -> str | None:

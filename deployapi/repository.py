@@ -574,11 +574,13 @@ class WriteTransaction:
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
         """:raises DeploymentNotFound, lifecycle.InvalidTransition, lifecycle.SelfApproval:"""
-        current = _fetch_deployment(self._conn, deployment_id)
-        sequence = self._conn.execute(
-            "SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = ?",
-            (deployment_id,),
-        ).fetchone()[0]
+        row = self._conn.execute(
+            f"SELECT {_DEPLOYMENT_COLUMNS},"
+            " (SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = deployments.id)"
+            " FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        if row is None:
+            raise DeploymentNotFound(deployment_id)
+        current, sequence = _row_to_deployment(row), row[-1]
         updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
         self._conn.execute(
             "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
@@ -947,12 +949,14 @@ def _append_event(conn: sqlite3.Connection, event: Event) -> Event:
     Only inside a write transaction: the id and the previous hash are read and
     used under the same write lock, so no other writer can slip in between.
     """
-    last = conn.execute("SELECT id, hash FROM deployment_events ORDER BY id DESC LIMIT 1").fetchone()
-    # AUTOINCREMENT never reuses an id, even one whose row is gone: continue after the highest ever used.
-    used = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events'").fetchone()
-    next_id = max(last["id"] if last else 0, used["seq"] if used else 0) + 1
-    stored = dataclasses.replace(event, id=next_id)
-    stored = dataclasses.replace(stored, hash=chain.event_hash(stored, last["hash"] if last else chain.GENESIS))
+    # AUTOINCREMENT never reuses an id, even one whose row is gone: continue
+    # after the highest ever used.  One statement for the chain's head and that id.
+    last_id, last_hash, used = conn.execute(
+        "SELECT last.id, last.hash, (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
+        " FROM (SELECT NULL) LEFT JOIN (SELECT id, hash FROM deployment_events ORDER BY id DESC LIMIT 1) AS last"
+    ).fetchone()
+    stored = dataclasses.replace(event, id=max(last_id or 0, used or 0) + 1)
+    stored = dataclasses.replace(stored, hash=chain.event_hash(stored, last_hash or chain.GENESIS))
     conn.execute(
         "INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
         " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
