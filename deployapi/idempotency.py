@@ -59,7 +59,7 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
 
     :raises ApiError: 422 idempotency_key_reused when the key answered a different request.
     """
-    with repository.transaction() as tx:
+    def once(tx: WriteTransaction) -> Response:
         stored = tx.stored_response(key)
         if stored is not None:
             if stored.fingerprint != request_fingerprint:
@@ -77,7 +77,9 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
         tx.store_response(key, StoredResponse(
             fingerprint=request_fingerprint, status=response.status_code,
             body=response.get_data(as_text=True), location=response.headers.get("Location")))
-    return response
+        return response
+
+    return repository.write(once)
 
 
 def _replay(stored: StoredResponse) -> Response:
