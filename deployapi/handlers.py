@@ -143,8 +143,10 @@ def write_once(request: Request, ctx: Context, payload: dict[str, Any], caller: 
     """Run a write in one transaction and render its result; with an Idempotency-Key, at most once per key."""
     key = idempotency.key_from(request)
     if key is None:
+        with ctx.repository.transaction() as tx:
+            deployment = write(tx)
         # Rendered after the commit: other writers wait only for the write itself.
-        return render(ctx.repository.write(write))
+        return render(deployment)
     fingerprint = idempotency.fingerprint(request, payload, caller)
     # The response is stored with the write, so here it is rendered inside the transaction.
     return idempotency.run_once(ctx.repository, key, fingerprint, lambda tx: render(write(tx)))

@@ -59,7 +59,7 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
 
     :raises ApiError: 422 idempotency_key_reused when the key answered a different request.
     """
-    def once(tx: WriteTransaction) -> Response:
+    with repository.transaction() as tx:
         stored = tx.stored_response(key)
         if stored is not None:
             if stored.fingerprint != request_fingerprint:
@@ -77,9 +77,7 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
         tx.store_response(key, StoredResponse(
             fingerprint=request_fingerprint, status=response.status_code,
             body=response.get_data(as_text=True), location=response.headers.get("Location")))
-        return response
-
-    return repository.write(once)
+    return response
 
 
 def _replay(stored: StoredResponse) -> Response:

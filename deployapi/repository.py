@@ -20,10 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TypeVar
 
 from . import chain, lifecycle
-from .group_commit import GroupCommit, PendingWrite, QueueTimeout
 from .ids import new_deployment_id
 from .insights import (
     IN_FLIGHT_SHOWN,
@@ -47,7 +45,6 @@ IDEMPOTENCY_RETENTION = timedelta(hours=24)
 IDEMPOTENCY_PRUNE_BATCH = 100
 
 Clock = Callable[[], datetime]
-T = TypeVar("T")
 
 
 class DeploymentNotFound(LookupError):
@@ -216,10 +213,9 @@ class Repository:
         self._threads_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy
         # handler, which sleeps up to 100 ms between retries and so turns
-        # contention into long tail latency; the writes that queued up are
-        # then committed together (group_commit.py).  Other processes on the
-        # same file are still kept apart by BEGIN IMMEDIATE and the busy timeout.
-        self._writes = GroupCommit(self._commit_batch, timeout=busy_timeout_ms / 1000)
+        # contention into long tail latency.  Other processes on the same file
+        # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
+        self._write_lock = threading.Lock()
         self._closed = False
         self._initialise()
 
@@ -314,50 +310,23 @@ class Repository:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back otherwise.
 
-        Only while this process's turn to write is held (GroupCommit).
-
         :raises DatabaseBusy: another process held the write lock past the busy timeout.
         """
-        with self._connection() as conn:
-            try:
-                with _immediate(conn):
-                    yield conn
-            except sqlite3.OperationalError as error:
-                if _is_busy(error):
-                    raise DatabaseBusy(str(error)) from error
-                raise
-
-    def _commit_batch(self, batch: list[PendingWrite]) -> None:
-        """The writes of one batch in one transaction, each recording its result or its refusal.
-
-        Each write of a batch of several runs inside its own SAVEPOINT, so one
-        refused (not found, invalid transition, a replayed idempotency key that
-        does not match) is undone alone.  A SQLite error puts the whole
-        transaction in doubt: it is rolled back and each write runs again in a
-        transaction of its own, so it fails only the write that causes it.
-        """
-        if len(batch) == 1:
-            with self._write() as conn:
-                batch[0].succeed(batch[0].operation(WriteTransaction(conn, self._clock)))
-            return
+        # Bounded like SQLite's own wait, so a queue of writers in this process
+        # cannot hold a request longer than the busy timeout either.
+        if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
+            raise DatabaseBusy("other writes of this process held the database past the busy timeout")
         try:
-            with self._write() as conn:
-                for pending in batch:
-                    conn.execute("SAVEPOINT batched_write")
-                    try:
-                        pending.succeed(pending.operation(WriteTransaction(conn, self._clock)))
-                    except sqlite3.Error:
-                        raise
-                    except Exception as refusal:
-                        conn.execute("ROLLBACK TO batched_write")
-                        pending.fail(refusal)
-                    conn.execute("RELEASE batched_write")
-        except sqlite3.Error:
-            for pending in batch:
+            with self._connection() as conn:
                 try:
-                    self._commit_batch([pending])
-                except Exception as error:
-                    pending.fail(error)
+                    with _immediate(conn):
+                        yield conn
+                except sqlite3.OperationalError as error:
+                    if _is_busy(error):
+                        raise DatabaseBusy(str(error)) from error
+                    raise
+        finally:
+            self._write_lock.release()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -393,34 +362,13 @@ class Repository:
 
         :raises DatabaseBusy: the database stayed locked past the busy timeout.
         """
-        with self._turn(), self._write() as conn:
+        with self._write() as conn:
             yield WriteTransaction(conn, self._clock)
-
-    def write(self, operation: Callable[[WriteTransaction], T]) -> T:
-        """Run ``operation`` in a write transaction; return its result once committed.
-
-        Writes that arrive while another is being written are committed
-        together, after it, in one transaction (group_commit.py): the operation
-        may run on another thread, and must use only the transaction it is given.
-
-        :raises DatabaseBusy: the database stayed locked past the busy timeout.
-        """
-        try:
-            return self._writes.submit(operation)
-        except QueueTimeout as error:
-            raise DatabaseBusy(str(error)) from None
-
-    @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        try:
-            with self._writes.exclusive():
-                yield
-        except QueueTimeout as error:
-            raise DatabaseBusy(str(error)) from None
 
     def create_deployment(self, request: NewDeployment) -> Deployment:
         """Store a new deployment and its ``created`` event in one transaction."""
-        return self.write(lambda tx: tx.create_deployment(request))
+        with self.transaction() as tx:
+            return tx.create_deployment(request)
 
     def get_deployment(self, deployment_id: str) -> Deployment:
         """The deployment's current state.
@@ -505,7 +453,8 @@ class Repository:
         :raises lifecycle.InvalidTransition:
         :raises lifecycle.SelfApproval:
         """
-        return self.write(lambda tx: tx.apply_action(deployment_id, request))
+        with self.transaction() as tx:
+            return tx.apply_action(deployment_id, request)
 
     def event_head(self) -> Event | None:
         """The latest event, whose hash seals the whole history before it; None when there is none."""
