@@ -569,24 +569,26 @@ class WriteTransaction:
         now = self._clock()
         deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
         _insert_deployment(self._conn, deployment)
-        _append_event(self._conn, event)
+        _append_event(self._conn, event, _chain_head(self._conn))
         return deployment
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
         """:raises DeploymentNotFound, lifecycle.InvalidTransition, lifecycle.SelfApproval:"""
+        # One statement for everything the action reads: the deployment, its
+        # next sequence number and the chain's head.
         row = self._conn.execute(
             f"SELECT {_DEPLOYMENT_COLUMNS},"
-            " (SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = deployments.id)"
-            " FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+            " (SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = deployments.id),"
+            f" {_CHAIN_HEAD_COLUMNS} FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
         if row is None:
             raise DeploymentNotFound(deployment_id)
-        current, sequence = _row_to_deployment(row), row[-1]
+        current, sequence, head = _row_to_deployment(row), row[-4], tuple(row[-3:])
         updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
         self._conn.execute(
             "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
             (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at, deployment_id),
         )
-        _append_event(self._conn, event)
+        _append_event(self._conn, event, head)
         return updated
 
     def stored_response(self, key: str) -> StoredResponse | None:
@@ -943,18 +945,28 @@ def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None
     )
 
 
-def _append_event(conn: sqlite3.Connection, event: Event) -> Event:
+# The chain's head (the last event's id and hash) and the highest event id ever
+# used (AUTOINCREMENT never reuses one, even of a row that is gone), as three
+# columns that a write's first SELECT can carry along: one statement fewer.
+_CHAIN_HEAD_COLUMNS = (
+    "(SELECT id FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT hash FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
+)
+
+
+def _chain_head(conn: sqlite3.Connection) -> tuple[int | None, str | None, int | None]:
+    return tuple(conn.execute(f"SELECT {_CHAIN_HEAD_COLUMNS}").fetchone())
+
+
+def _append_event(conn: sqlite3.Connection, event: Event, head: tuple[int | None, str | None, int | None]) -> Event:
     """Insert the event with its id and its link in the hash chain; return it as stored.
 
-    Only inside a write transaction: the id and the previous hash are read and
-    used under the same write lock, so no other writer can slip in between.
+    Only inside a write transaction, with ``head`` read in that transaction: the
+    id and the previous hash are read and used under the same write lock, so no
+    other writer can slip in between.
     """
-    # AUTOINCREMENT never reuses an id, even one whose row is gone: continue
-    # after the highest ever used.  One statement for the chain's head and that id.
-    last_id, last_hash, used = conn.execute(
-        "SELECT last.id, last.hash, (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
-        " FROM (SELECT NULL) LEFT JOIN (SELECT id, hash FROM deployment_events ORDER BY id DESC LIMIT 1) AS last"
-    ).fetchone()
+    last_id, last_hash, used = head
     stored = dataclasses.replace(event, id=max(last_id or 0, used or 0) + 1)
     stored = dataclasses.replace(stored, hash=chain.event_hash(stored, last_hash or chain.GENESIS))
     conn.execute(
