@@ -277,7 +277,8 @@ def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
     for event in events:
         deployment, first_success = context[event.id]
         batch.append(cdevents.cloudevent(event, deployment, first_success=first_success, mount=request.script_root))
-    return Response(json.dumps(batch, separators=(",", ":")), headers={**VARY_ACCEPT, **(headers or {})},
+    return Response(json.dumps(batch, separators=(",", ":"), ensure_ascii=False),
+                    headers={**VARY_ACCEPT, **(headers or {})},
                     mimetype=cdevents.BATCH_MEDIA_TYPE)
 
 
