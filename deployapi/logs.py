@@ -43,7 +43,7 @@ def access_fields(record: logging.LogRecord) -> dict[str, object]:
     if record.name != access_logger.name or not isinstance(record.args, tuple) \
             or len(record.args) != len(ACCESS_FIELDS):
         return {}
-    fields = dict(zip(ACCESS_FIELDS, record.args))
+    fields = dict(zip(ACCESS_FIELDS, record.args, strict=True))
     fields["duration_ms"] = round(fields["duration_ms"], 3)
     return fields
 

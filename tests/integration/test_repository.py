@@ -280,12 +280,3 @@ def test_a_read_inside_a_write_transaction_sees_only_committed_state(repo):
         with pytest.raises(DeploymentNotFound):
             repo.get_deployment(deployment.id)
     assert repo.get_deployment(deployment.id) == deployment
-
-
-def test_after_an_sqlite_error_the_next_call_on_the_thread_works(db_path, repo):
-    inject_event_failure(db_path)
-    with pytest.raises(sqlite3.DatabaseError):
-        repo.create_deployment(new_deployment())
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("DROP TRIGGER fail_events")
-    assert repo.get_deployment(repo.create_deployment(new_deployment()).id).status == "pending_approval"

@@ -863,7 +863,7 @@ def render_report(*, command: str, sizes: list[int], values: dict[str, str], ite
           f"gen2 {gc_pauses.counts[2]:,}; the longest took {ms(gc_pauses.longest_ms)} ms.\n")
 
     write("### Where the time goes\n")
-    write("The repository call alone (`Repository.list_deployments`: SQL and the JSON SQLite renders), timed right after "
+    write("The repository call alone (`Repository.list_deployments`: SQL and SQLite's JSON), timed right after "
           "each request, next to the page number the deep case reached and the items on it. "
           f"What werkzeug.test.Client itself adds to a request (a do-nothing WSGI app): {ms(overhead)} ms p50.\n")
     header = " | ".join(f"repository {size_label(size)} p50 / p99" for size in sizes)

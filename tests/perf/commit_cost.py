@@ -46,7 +46,7 @@ def measure(directory: str, level: str, creates: int) -> dict[str, list[tuple[fl
         marks.append((time.perf_counter(), time.process_time()))
         conn.execute("COMMIT")
         marks.append((time.perf_counter(), time.process_time()))
-        for part, (start, end) in zip(PARTS, zip(marks, marks[1:])):
+        for part, (start, end) in zip(PARTS, zip(marks, marks[1:], strict=False), strict=True):
             samples[part].append(((end[0] - start[0]) * 1e6, (end[1] - start[1]) * 1e6))
     conn.close()
     return samples
@@ -67,7 +67,7 @@ def main() -> None:
             samples = measure(directory, level, args.creates)
             walls = {part: [wall for wall, _ in samples[part]] for part in PARTS}
             cpus = {part: [cpu for _, cpu in samples[part]] for part in PARTS}
-            whole = [sum(parts) for parts in zip(*walls.values())]
+            whole = [sum(parts) for parts in zip(*walls.values(), strict=True)]
             totals[level].append(statistics.median(whole))
             commit = sorted(walls["commit"])
             print(f"| {round_number} | {level} | {statistics.median(walls['begin']):.0f} / "
@@ -75,7 +75,7 @@ def main() -> None:
                   f"{statistics.median(cpus['writes']):.0f} | {statistics.median(commit):.0f} / "
                   f"{statistics.median(cpus['commit']):.0f} | {commit[int(0.99 * len(commit))]:.0f} | "
                   f"{statistics.median(whole):.0f} |")
-    ratio = statistics.median(f / n for f, n in zip(totals["FULL"], totals["NORMAL"]))
+    ratio = statistics.median(f / n for f, n in zip(totals["FULL"], totals["NORMAL"], strict=True))
     print(f"\nFULL / NORMAL, median create time, median over rounds: {ratio:.2f}x")
 
 

@@ -85,7 +85,8 @@ def instructions(workload: str, count: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=f"any of {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"any of {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--run", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
