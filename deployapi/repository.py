@@ -196,8 +196,8 @@ def _statements(script: str) -> list[str]:
 class Repository:
     """Deployments and their events in one SQLite file.
 
-    Thread-safe: each call borrows its own connection from a small pool.
-    Call :meth:`close` to close the pooled connections.
+    Thread-safe: each thread uses a connection of its own, opened on its first call.
+    Call :meth:`close` to close them all.
     """
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
@@ -246,7 +246,7 @@ class Repository:
             raise DatabaseError(
                 f"deployapi needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for MATERIALIZED common "
                 f"table expressions); this Python uses SQLite {sqlite3.sqlite_version}")
-        # A connection of its own, closed afterwards rather than pooled: an app
+        # A connection of its own, closed afterwards rather than kept: an app
         # built before a server forks its workers must not hand one SQLite
         # connection to several processes.
         conn = self._open()
@@ -272,12 +272,12 @@ class Repository:
         if self._closed:
             raise DatabaseError("the repository is closed")
         held = getattr(self._local, "connection", None)
-        if held is None or held.pid != os.getpid() or held.in_use:
-            if held is not None and held.in_use:
-                # A call made while this thread's connection is busy (a read
-                # inside a write's transaction) gets a connection of its own.
-                yield from _one_off(self._open())
-                return
+        if held is not None and held.in_use:
+            # A call made while this thread's connection is busy (a read
+            # inside a write's transaction) gets a connection of its own.
+            yield from _one_off(self._open())
+            return
+        if held is None or held.pid != os.getpid():
             held = self._local.connection = self._keep(self._open())
         held.in_use = True
         keep = False
