@@ -49,3 +49,11 @@ class StepClock:
     def __call__(self) -> datetime:
         self.now += self.step
         return self.now
+
+
+def assert_invalid_fields(response, fields) -> None:
+    """A 422 validation_failed whose errors name exactly ``fields`` (in any order)."""
+    assert response.status_code == 422, response.data
+    body = response.get_json()
+    assert body["code"] == "validation_failed"
+    assert sorted(e["field"] for e in body["errors"]) == sorted(fields)

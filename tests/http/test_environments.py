@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from builders import assert_invalid_fields
 from histories import Timeline, at, shipped
 
 from deployapi.insights import IN_FLIGHT_SHOWN
@@ -166,12 +167,7 @@ def test_service_and_environment_narrow_the_list(timeline):
     pytest.param("service=Bad&environment=-x&limit=3", ["service", "environment", "limit"], id="every-problem-at-once"),
 ])
 def test_bad_query_parameters_are_422_listing_every_one(timeline, query, fields):
-    response = timeline.client.get(f"/environments?{query}")
-
-    assert response.status_code == 422
-    body = response.get_json()
-    assert body["code"] == "validation_failed"
-    assert sorted(e["field"] for e in body["errors"]) == sorted(fields)
+    assert_invalid_fields(timeline.client.get(f"/environments?{query}"), fields)
 
 
 def test_environments_accepts_only_get(timeline):
