@@ -24,8 +24,16 @@ def event_hash(event: Event, previous_hash: str) -> str:
     """The hash of ``event`` (which must have its id) following ``previous_hash``."""
     if event.id is None:
         raise ValueError("an event is hashed only once it has its id")
+    return link_hash(event, event.id, previous_hash)
+
+
+def link_hash(event: Event, event_id: int, previous_hash: str) -> str:
+    """The hash ``event`` gets as the event numbered ``event_id`` following ``previous_hash``.
+
+    For the writer, which knows the id before the event is stored: no copy of the event is made.
+    """
     canonical = json.dumps(
-        [ENCODING, event.id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
+        [ENCODING, event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
          event.from_status, event.to_status, event.created_at, previous_hash],
         ensure_ascii=False, separators=(",", ":"),
     )

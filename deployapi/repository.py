@@ -9,7 +9,6 @@ can never disagree.  Reads of current state never replay events.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import os
@@ -568,8 +567,7 @@ class WriteTransaction:
     def create_deployment(self, request: NewDeployment) -> Deployment:
         now = self._clock()
         deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
-        _insert_deployment(self._conn, deployment)
-        _append_event(self._conn, event, _chain_head(self._conn))
+        _append_event(self._conn, event, _insert_deployment(self._conn, deployment))
         return deployment
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -932,17 +930,20 @@ def _fetch_deployment(conn: sqlite3.Connection, deployment_id: str) -> Deploymen
     return _row_to_deployment(row)
 
 
-def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None:
-    conn.execute(
+def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> tuple[int | None, str | None, int | None]:
+    """Insert the row; return the chain's head as it stands in this transaction (see _CHAIN_HEAD_COLUMNS)."""
+    return tuple(conn.execute(
         "INSERT INTO deployments (id, service, environment, version, requester,"
         " work_refs, risk, rollback_plan, status, reviewed_by, reviewed_at,"
         " created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        # The head comes back with the insert, which saves a create its own SELECT.
+        f" RETURNING {_CHAIN_HEAD_COLUMNS}",
         (deployment.id, deployment.service, deployment.environment, deployment.version,
          deployment.requester, json.dumps(list(deployment.work_refs)), deployment.risk,
          deployment.rollback_plan, deployment.status, deployment.reviewed_by,
          deployment.reviewed_at, deployment.created_at, deployment.updated_at),
-    )
+    ).fetchone())
 
 
 # The chain's head (the last event's id and hash) and the highest event id ever
@@ -959,23 +960,22 @@ def _chain_head(conn: sqlite3.Connection) -> tuple[int | None, str | None, int |
     return tuple(conn.execute(f"SELECT {_CHAIN_HEAD_COLUMNS}").fetchone())
 
 
-def _append_event(conn: sqlite3.Connection, event: Event, head: tuple[int | None, str | None, int | None]) -> Event:
-    """Insert the event with its id and its link in the hash chain; return it as stored.
+def _append_event(conn: sqlite3.Connection, event: Event, head: tuple[int | None, str | None, int | None]) -> None:
+    """Insert the event with its id and its link in the hash chain.
 
     Only inside a write transaction, with ``head`` read in that transaction: the
     id and the previous hash are read and used under the same write lock, so no
     other writer can slip in between.
     """
     last_id, last_hash, used = head
-    stored = dataclasses.replace(event, id=max(last_id or 0, used or 0) + 1)
-    stored = dataclasses.replace(stored, hash=chain.event_hash(stored, last_hash or chain.GENESIS))
+    event_id = max(last_id or 0, used or 0) + 1
     conn.execute(
         "INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
         " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (stored.id, stored.deployment_id, stored.sequence, stored.type, stored.actor, stored.note,
-         stored.from_status, stored.to_status, stored.created_at, stored.hash),
+        (event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
+         event.from_status, event.to_status, event.created_at,
+         chain.link_hash(event, event_id, last_hash or chain.GENESIS)),
     )
-    return stored
 
 
 def _row_to_deployment(row: sqlite3.Row) -> Deployment:

@@ -276,7 +276,7 @@ def seed(path: Path, size: int) -> float | None:
                 for deployment, events in batch:
                     repository._insert_deployment(conn, deployment)
                     for event in events:
-                        repository._append_event(conn, event)
+                        repository._append_event(conn, event, repository._chain_head(conn))
             done += len(batch)
             print(f"\r  seeding {path.name}: {done:,}/{size:,}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
