@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from deployapi.handlers import deployment_json
 from deployapi.lifecycle import ActionRequest, InvalidTransition, SelfApproval
 from deployapi.listing import ListQuery, Position
-from deployapi.repository import DatabaseError, DeploymentNotFound, Repository, schema_sql
+from deployapi.repository import WAL_AUTOCHECKPOINT_PAGES, DatabaseError, DeploymentNotFound, Repository, schema_sql
 
 
 def table_names(path) -> set[str]:
@@ -39,6 +39,13 @@ def test_start_up_creates_the_schema_in_wal_mode(db_path, repo):
             "deployment_events_no_delete", "deployments_no_delete"} <= table_names(db_path)
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_connections_commit_to_disk_and_checkpoint_every_ten_thousand_pages(repo):
+    # Per-connection settings (ADR 0007): each connection the repository opens carries them.
+    with repo._read() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_AUTOCHECKPOINT_PAGES == 10_000
 
 
 def test_start_up_is_idempotent_and_keeps_data(db_path, repo):
