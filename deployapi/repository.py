@@ -129,7 +129,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-
 class SchemaTooNew(sqlite3.DatabaseError):
     """The database was written by a newer deployapi than this one."""
 
@@ -936,7 +935,19 @@ def _fetch_deployment(conn: sqlite3.Connection, deployment_id: str) -> Deploymen
     return _row_to_deployment(row)
 
 
-def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> tuple[int | None, str | None, int | None]:
+# The chain's head (the last event's id and hash) and the highest event id ever
+# used (AUTOINCREMENT never reuses one, even of a row that is gone), as three
+# columns that a write's first statement carries along (an action's SELECT, a
+# create's INSERT ... RETURNING): one statement fewer.
+_CHAIN_HEAD_COLUMNS = (
+    "(SELECT id FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT hash FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
+)
+ChainHead = tuple[int | None, str | None, int | None]
+
+
+def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> ChainHead:
     """Insert the row; return the chain's head as it stands in this transaction (see _CHAIN_HEAD_COLUMNS)."""
     return tuple(conn.execute(
         "INSERT INTO deployments (id, service, environment, version, requester,"
@@ -952,21 +963,12 @@ def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> tupl
     ).fetchone())
 
 
-# The chain's head (the last event's id and hash) and the highest event id ever
-# used (AUTOINCREMENT never reuses one, even of a row that is gone), as three
-# columns that a write's first SELECT can carry along: one statement fewer.
-_CHAIN_HEAD_COLUMNS = (
-    "(SELECT id FROM deployment_events ORDER BY id DESC LIMIT 1),"
-    " (SELECT hash FROM deployment_events ORDER BY id DESC LIMIT 1),"
-    " (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
-)
-
-
-def _chain_head(conn: sqlite3.Connection) -> tuple[int | None, str | None, int | None]:
+def _chain_head(conn: sqlite3.Connection) -> ChainHead:
+    """The head on its own, for a transaction that appends several events (the bench's seeding)."""
     return tuple(conn.execute(f"SELECT {_CHAIN_HEAD_COLUMNS}").fetchone())
 
 
-def _append_event(conn: sqlite3.Connection, event: Event, head: tuple[int | None, str | None, int | None]) -> None:
+def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead) -> None:
     """Insert the event with its id and its link in the hash chain.
 
     Only inside a write transaction, with ``head`` read in that transaction: the
