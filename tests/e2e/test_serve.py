@@ -34,6 +34,16 @@ def test_data_survives_a_sigterm_and_restart_on_the_same_file(tmp_path, start_se
     assert restarted.stop(signal.SIGINT) == 0
 
 
+def test_a_clean_stop_leaves_only_the_database_file(tmp_path, start_server):
+    db = tmp_path / "deployapi.db"
+    server = start_server("--db", str(db))
+    assert server.request("POST", "/deployments", create_body())[0] == 201
+    for _ in range(6):  # reads spread over the worker threads
+        assert server.request("GET", "/deployments?limit=1")[0] == 200
+    assert server.stop(signal.SIGTERM) == 0
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("deployapi.db")) == ["deployapi.db"]
+
+
 def test_the_default_database_is_deployapi_db_in_the_working_directory(tmp_path, start_server):
     server = start_server(cwd=tmp_path)
     assert server.request("POST", "/deployments", create_body())[0] == 201

@@ -258,6 +258,35 @@ def test_the_connection_of_a_thread_that_ended_is_closed(db_path):
     repository.close()
 
 
+def test_close_folds_the_wal_back_even_when_no_thread_closed_last(db_path):
+    # Worker threads that end together close their connections together, and
+    # SQLite removes the WAL only on a close that has the file to itself.  A
+    # read-only reader holding the file while they close stands in for that race.
+    repository = Repository(db_path)
+    reader = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM settings").fetchone()
+    writers = [threading.Thread(target=repository.create_deployment, args=(new_deployment(),)) for _ in range(3)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    reader.execute("COMMIT")
+    reader.close()
+    assert wal_file(db_path).exists()
+    repository.close()
+    assert not wal_file(db_path).exists()
+
+
+def test_close_does_not_recreate_a_database_file_that_was_removed(db_path):
+    repository = Repository(db_path)
+    repository.create_deployment(new_deployment())
+    for path in (db_path, wal_file(db_path), db_path.with_name(db_path.name + "-shm")):
+        path.unlink(missing_ok=True)
+    repository.close()
+    assert not db_path.exists()
+
+
 def test_close_closes_the_connections_of_threads_still_running(db_path):
     repository = Repository(db_path)
     used, release = threading.Barrier(4), threading.Event()
