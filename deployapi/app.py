@@ -36,6 +36,9 @@ HANDLERS: dict[str, Handler] = {
     "event_head": handlers.event_head,
 }
 
+# Where RemoteUserFromHeader leaves the reason a header named nobody.
+IDENTITY_REFUSED = "deployapi.identity_refused"
+
 # Reachable without an authenticated user even when REMOTE_USER is trusted,
 # so load balancers can probe the service.
 PUBLIC_ENDPOINTS = frozenset({"health"})
@@ -95,9 +98,8 @@ class DeployAPI:
         try:
             # websocket=False: an Upgrade header must not turn a request into a 400.
             endpoint, arguments = self._routes.match(request.path, request.method, websocket=False)
-            if self.context.trust_remote_user and endpoint not in PUBLIC_ENDPOINTS \
-                    and lifecycle.clean_identity(request.environ.get("REMOTE_USER")) is None:
-                raise unauthenticated()
+            if self.context.trust_remote_user and endpoint not in PUBLIC_ENDPOINTS:
+                _require_identity(request.environ)
             return HANDLERS[endpoint](request, self.context, **arguments)
         except Exception as error:
             return problem_response(error, request_id)
@@ -113,18 +115,45 @@ class RemoteUserFromHeader:
     For servers that cannot pass REMOTE_USER themselves (waitress, gunicorn).
     Only safe when every request comes through a proxy that sets or removes
     the header: otherwise any client can name itself.
+
+    The header's bytes are decoded as UTF-8 (WSGI hands them over as Latin-1
+    text).  A value that is not UTF-8, or that holds a comma, names nobody:
+    servers join repeated header lines with ", ", so a comma is what a second
+    identity smuggled past the proxy looks like.  The request is then 401
+    with the reason (``IDENTITY_REFUSED`` in the environ).
     """
 
     def __init__(self, app: Callable, header: str):
         self.app = app
+        self.header = header
         self.environ_key = "HTTP_" + header.upper().replace("-", "_")
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         environ.pop("REMOTE_USER", None)
-        user = environ.get(self.environ_key)
-        if user:
-            environ["REMOTE_USER"] = user
+        raw = environ.get(self.environ_key)
+        if raw:
+            try:
+                user = raw.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                environ[IDENTITY_REFUSED] = f"the {self.header} header is not valid UTF-8"
+            else:
+                if "," in user:
+                    environ[IDENTITY_REFUSED] = (f"the {self.header} header holds a comma: more than one "
+                                                 "identity, or a header sent twice")
+                else:
+                    environ["REMOTE_USER"] = user
         return self.app(environ, start_response)
+
+
+def _require_identity(environ: dict) -> None:
+    """:raises ApiError: 401 when the request carries no usable trusted identity, saying why."""
+    refused = environ.get(IDENTITY_REFUSED)
+    if refused:
+        raise unauthenticated(refused)
+    try:
+        lifecycle.trusted_identity(environ.get("REMOTE_USER"))
+    except lifecycle.IdentityRefused as refusal:
+        raise unauthenticated(f"REMOTE_USER {refusal}") from None
 
 
 def load_openapi() -> dict:

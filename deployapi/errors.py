@@ -58,10 +58,10 @@ def payload_too_large() -> ApiError:
                     f"the request body must be at most {MAX_BODY_BYTES} bytes")
 
 
-def unauthenticated() -> ApiError:
+def unauthenticated(reason: str) -> ApiError:
     return ApiError(401, "unauthenticated", "Unauthenticated",
                     "this server records the authenticated user as the actor, and this request has none "
-                    "(no usable REMOTE_USER from the authenticating proxy or middleware)")
+                    f"(no usable REMOTE_USER from the authenticating proxy or middleware: {reason})")
 
 
 def service_unavailable(detail: str) -> ApiError:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from . import identities
+from .identities import IdentityRefused
+
 PENDING_APPROVAL = "pending_approval"
 APPROVED = "approved"
 REJECTED = "rejected"
@@ -67,7 +70,7 @@ DEFAULT_PRODUCTION_ENVIRONMENTS = ("production",)
 SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
 _SLUG = re.compile(SLUG_PATTERN)
 MAX_VERSION = 128
-MAX_NAME = 128  # requester and actor
+MAX_NAME = identities.MAX_LENGTH  # requester and actor
 MAX_WORK_REFS = 20
 MAX_WORK_REF = 512
 MAX_TEXT = 10_000  # risk, rollback_plan and note
@@ -302,11 +305,22 @@ def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | 
     return ActionRequest(action=action, actor=actor, note=note)
 
 
+def trusted_identity(value: str | None) -> str:
+    """An authenticated user name (from REMOTE_USER) in its canonical form (see identities.py).
+
+    :raises IdentityRefused: when there is none, or it breaks the identity rules.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise IdentityRefused("is missing or blank")
+    return identities.canonical(value)
+
+
 def clean_identity(value: str | None) -> str | None:
-    """An authenticated user name held to the actor rules (trimmed), or None if it breaks them."""
-    problems: list[FieldProblem] = []
-    name = _name({"identity": value}, "identity", problems)
-    return None if problems else name
+    """Like :func:`trusted_identity`, but None instead of an error."""
+    try:
+        return trusted_identity(value)
+    except IdentityRefused:
+        return None
 
 
 def _optional_name(payload, field, problems, *, optional):
@@ -316,7 +330,7 @@ def _optional_name(payload, field, problems, *, optional):
 
 
 def _bind_identity(field: str, given: str | None, identity: str) -> str:
-    if given is not None and not _same_person(given, identity):
+    if given is not None and not identities.same_person(given, identity):
         raise ActorMismatch(field, given, identity)
     return identity
 
@@ -334,7 +348,7 @@ def apply_action(
     transition = TRANSITIONS[request.action]
     if deployment.status not in transition.from_statuses:
         raise InvalidTransition(request.action, deployment.status)
-    if request.action == "approve" and _same_person(request.actor, deployment.requester):
+    if request.action == "approve" and identities.same_person(request.actor, deployment.requester):
         raise SelfApproval(request.actor)
 
     timestamp = format_timestamp(now)
@@ -347,10 +361,6 @@ def apply_action(
         to_status=transition.to_status, created_at=timestamp,
     )
     return dataclasses.replace(deployment, **changes), event
-
-
-def _same_person(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
 
 
 # --- field rules ------------------------------------------------------------
@@ -411,21 +421,15 @@ def _version(payload, problems):
 
 
 def _name(payload, field, problems):
-    """A person or system name (requester, actor): trimmed, 1-128 characters, no controls."""
+    """A person or system name (requester, actor) in its canonical form (identities.py)."""
     value = _string(payload, field, problems, required=True)
     if value is None:
         return None
-    value = value.strip()
-    if not value:
-        problems.append(FieldProblem(field, "must not be blank"))
+    try:
+        return identities.canonical(value)
+    except IdentityRefused as refusal:
+        problems.append(FieldProblem(field, str(refusal)))
         return None
-    if len(value) > MAX_NAME:
-        problems.append(FieldProblem(field, f"must be at most {MAX_NAME} characters"))
-        return None
-    if _CONTROL.search(value):
-        problems.append(FieldProblem(field, "must not contain control characters"))
-        return None
-    return value
 
 
 def _work_refs(payload, problems):

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -79,7 +80,9 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
     if "status" in values:
         fields["status"] = query.one_of(values, "status", lifecycle.STATUSES, problems)
     if "requester" in values:
-        requester = values["requester"].strip()
+        # The form requesters are stored in (identities.canonical), so that a
+        # fullwidth or decomposed spelling finds what was stored.
+        requester = unicodedata.normalize("NFKC", values["requester"].strip()).strip()
         if requester and len(requester) <= lifecycle.MAX_NAME:
             fields["requester"] = requester
         else:

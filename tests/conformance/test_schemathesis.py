@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -109,7 +110,8 @@ def _inexpressible_refusal(case, response) -> bool:
     to UTC; the same for the DORA window's since and until, where a missing
     until is now (so a since alone must be in the past); work_refs must differ
     after trimming; the whole body must fit in 64 KiB (10,000 non-ASCII
-    characters can be 60 KB of JSON escapes).
+    characters can be 60 KB of JSON escapes); a requester or actor must be
+    at most 128 characters in NFKC form (one character can spell 18).
     """
     if response.status_code == 413:
         return len(response.request.body or b"") > MAX_BODY_BYTES
@@ -133,6 +135,10 @@ def _inexpressible_refusal(case, response) -> bool:
             if value is None or (field == "created_before" and after is not None and after >= value):
                 continue
             return False
+        elif field in ("requester", "actor"):
+            value = unicodedata.normalize("NFKC", case.body[field].strip()).strip()
+            if len(value) <= 128:
+                return False
         elif field in ("since", "until"):
             if _dora_window_refused(case.query, field):
                 continue

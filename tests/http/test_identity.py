@@ -7,6 +7,7 @@ from builders import create_body
 from werkzeug.test import Client
 
 from deployapi import create_app
+from deployapi.app import RemoteUserFromHeader
 
 
 class FakeAuth:
@@ -80,3 +81,54 @@ def test_without_trust_the_body_names_the_actor_and_remote_user_is_ignored(clien
                           environ_base={"REMOTE_USER": "mallory"}).get_json()
     assert created["requester"] == "alice"
     assert client.post("/deployments", json=create_body(requester=None)).status_code == 422
+
+
+# --- the identity header of an authenticating proxy (RemoteUserFromHeader) -----------
+
+
+@pytest.fixture
+def behind_proxy(db_path):
+    app = create_app(db_path, trust_remote_user=True)
+    yield Client(RemoteUserFromHeader(app, "X-Remote-User"))
+    app.close()
+
+
+def from_proxy(name: str) -> dict:
+    """The header as WSGI hands it to the app: its bytes (UTF-8 on the wire) as Latin-1 text."""
+    return {"HTTP_X_REMOTE_USER": name.encode("utf-8").decode("latin-1")}
+
+
+@pytest.mark.parametrize("name", ["josé", "Łukasz", "山田太郎"])
+def test_a_utf8_name_in_the_identity_header_is_read_as_utf8(behind_proxy, name):
+    response = behind_proxy.post("/deployments", json=create_body(requester=None), environ_base=from_proxy(name))
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["requester"] == name
+
+
+def test_an_identity_header_that_is_not_utf8_is_401(behind_proxy):
+    response = behind_proxy.post("/deployments", json=create_body(requester=None),
+                                 environ_base={"HTTP_X_REMOTE_USER": "jos\xe9"})
+    assert response.status_code == 401 and "UTF-8" in response.get_json()["detail"]
+
+
+def test_two_identity_header_lines_merged_by_the_server_are_401_and_change_nothing(behind_proxy):
+    created = behind_proxy.post("/deployments", json=create_body(requester=None),
+                                environ_base=from_proxy("alice")).get_json()
+    # What waitress and gunicorn make of "X-Remote-User: reviewer" and "X-Remote-User: alice".
+    response = behind_proxy.post(f"/deployments/{created['id']}/approve", json={},
+                                 environ_base=from_proxy("reviewer, alice"))
+    assert response.status_code == 401 and "comma" in response.get_json()["detail"]
+    after = behind_proxy.get(f"/deployments/{created['id']}", environ_base=from_proxy("alice")).get_json()
+    assert after["status"] == "pending_approval"
+
+
+@pytest.mark.parametrize("name", ["alice\u200b", "\u202ealice", "al\u00adice"])
+def test_an_invisible_character_in_the_trusted_identity_is_401(trusted, name):
+    response = trusted.post("/deployments", json=create_body(requester=None), headers=as_user(name))
+    assert response.status_code == 401 and response.get_json()["code"] == "unauthenticated"
+
+
+def test_a_fullwidth_spelling_of_the_requester_is_still_self_approval(trusted):
+    created = trusted.post("/deployments", json=create_body(requester=None), headers=as_user("alice")).get_json()
+    response = trusted.post(f"/deployments/{created['id']}/approve", json={}, headers=as_user("ａｌｉｃｅ"))
+    assert response.status_code == 403 and response.get_json()["code"] == "self_approval"
