@@ -48,10 +48,45 @@ def access_fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+# What must not reach a log as it is: control characters (Cc; a newline would
+# start a forged line, ESC a terminal escape), line and paragraph separators,
+# and the bidirectional formatting characters that reorder what a terminal or
+# viewer shows.  Request paths, methods and problem details carry client text.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_UNSAFE_BUT_LINE_BREAKS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape_one(match: re.Match) -> str:
+    code = ord(match.group())
+    return {0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"}.get(code) or (
+        f"\\x{code:02x}" if code <= 0xff else f"\\u{code:04x}")
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could forge or hide part of a log line written as an escape."""
+    return _UNSAFE.sub(_escape_one, text) if _UNSAFE.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
-    """The standard text format, with the date and time formatted once per second rather than per line."""
+    """The standard text format, one record a line whatever the fields hold.
+
+    The message is escaped (:func:`escape`), so a request path with a newline
+    or an ESC cannot write a line or a terminal escape of its own.  A traceback
+    keeps its line breaks, each of its lines indented: a line that starts at the
+    left margin is always the start of a record.  The date and time are formatted
+    once per second rather than per line.
+    """
 
     _second: tuple[int, str] = (-1, "")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape(super().formatMessage(record))
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+        return _indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return _indent(super().formatStack(stack_info))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
         whole = int(record.created)
@@ -60,6 +95,10 @@ class TextFormatter(logging.Formatter):
             text = time.strftime(self.default_time_format, self.converter(whole))
             self._second = (whole, text)
         return self.default_msec_format % (text, record.msecs)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + _UNSAFE_BUT_LINE_BREAKS.sub(_escape_one, line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,7 +114,10 @@ class JsonFormatter(logging.Formatter):
         entry.update(access_fields(record))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json.dumps escapes U+0000-U+001F itself; C1 controls, separators and
+        # bidi controls it would write as they are (ensure_ascii=False).
+        text = json.dumps(entry, ensure_ascii=False)
+        return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) if _UNSAFE.search(text) else text
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
