@@ -25,6 +25,13 @@ PROBLEM_MIMETYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:deployapi:problem:"
 MAX_BODY_BYTES = 65_536
 RETRY_AFTER_SECONDS = "1"
+# A 422 lists at most this many problems (with their total in errors_total):
+# a 64 KiB body or query string of unknown names would otherwise be answered
+# with megabytes.  No valid request of this API comes near it.
+MAX_LISTED_PROBLEMS = 50
+# Client text echoed in a problem (a path id, an unknown field name) is cut
+# to this many characters.
+MAX_ECHOED = 80
 
 
 class ApiError(Exception):
@@ -68,6 +75,16 @@ def service_unavailable(detail: str) -> ApiError:
     return ApiError(503, "unavailable", "Service unavailable", detail)
 
 
+def header_too_large(name: str, limit: int) -> ApiError:
+    return ApiError(431, "header_too_large", "Request header too large",
+                    f"the {name} header must be at most {limit} bytes")
+
+
+def shorten(text: str) -> str:
+    """Client text as a problem may echo it: at most MAX_ECHOED characters, cut with an ellipsis."""
+    return text if len(text) <= MAX_ECHOED else text[:MAX_ECHOED - 1] + "…"
+
+
 def problem_response(error: BaseException, request_id: str = "") -> Response:
     """Render any exception as problem+json; unknown ones as a logged, generic 500."""
     headers: dict[str, str] = {}
@@ -79,9 +96,14 @@ def problem_response(error: BaseException, request_id: str = "") -> Response:
         status, code, title = 422, "validation_failed", "Validation failed"
         count = len(error.problems)
         detail = f"the request has {count} invalid field{'s' if count != 1 else ''}; see errors"
-        extra = {"errors": [{"field": p.field, "message": p.message} for p in error.problems]}
+        if count > MAX_LISTED_PROBLEMS:
+            detail += f" (the first {MAX_LISTED_PROBLEMS} are listed)"
+        extra = {"errors": [{"field": shorten(p.field), "message": p.message}
+                            for p in error.problems[:MAX_LISTED_PROBLEMS]],
+                 "errors_total": count}
     elif isinstance(error, DeploymentNotFound):
-        status, code, title, detail = 404, "not_found", "Not found", str(error)
+        status, code, title = 404, "not_found", "Not found"
+        detail = f"no deployment has the id {shorten(error.deployment_id)!r}"
     elif isinstance(error, InvalidTransition):
         status, code, title, detail = 409, "invalid_transition", "Invalid transition", str(error)
         extra = {"current_status": error.current_status, "action": error.action}

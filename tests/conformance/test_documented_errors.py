@@ -170,6 +170,8 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
         if method == "GET":
             return send(client, method, path, query_string={"limit": "0"})
         return send(client, method, path, json={})
+    if code == "header_too_large":
+        return send(client, method, path, headers={"Accept": "application/json;q=0.5, " * 60})
     if code == "internal_error":
         failing_handler(RuntimeError("a bug"), method, path, app=app, monkeypatch=monkeypatch)
         return send(client, method, path)

@@ -152,3 +152,42 @@ def test_an_upgrade_header_does_not_change_routing(client):
     headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
     assert client.get("/healthz", headers=headers).status_code == 200
     assert client.get("/deployments/nope", headers=headers).get_json()["code"] == "not_found"
+
+
+# --- bounded answers to unbounded input ----------------------------------------------
+
+
+def test_a_body_with_thousands_of_unknown_fields_lists_the_first_50_and_counts_them_all(client):
+    body = {**create_body(), **{f"unknown_{i}_{'x' * 40}": i for i in range(1000)}}
+    response = client.post("/deployments", json=body)
+    problem = response.get_json()
+    assert response.status_code == 422 and problem["errors_total"] == 1000
+    assert len(problem["errors"]) == 50 and "the first 50 are listed" in problem["detail"]
+    assert len(response.data) < 20_000
+
+
+def test_sixty_kilobytes_of_unknown_query_parameters_get_a_small_422(client):
+    query = "&".join(f"p{i}={'v' * 10}" for i in range(4000))
+    response = client.get(f"/deployments?{query}")
+    assert response.status_code == 422 and response.get_json()["errors_total"] == 4000
+    assert len(response.data) < 20_000
+
+
+def test_an_over_long_name_is_echoed_cut_short(client):
+    response = client.post("/deployments", json={**create_body(), "y" * 5000: 1})
+    field = response.get_json()["errors"][0]["field"]
+    assert len(field) == 80 and field.endswith("…") and field.startswith("yyy")
+
+
+def test_a_200_kb_path_id_is_not_echoed_back(client):
+    response = client.get("/deployments/" + "a" * 200_000)
+    assert response.status_code == 404 and len(response.data) < 1_000
+
+
+def test_an_accept_header_over_1_kib_is_431_and_not_parsed(client, created):
+    deployment = created()
+    response = client.get(f"/deployments/{deployment['id']}/events", headers={"Accept": "a/b;q=0.5," * 200})
+    assert response.status_code == 431 and response.get_json()["code"] == "header_too_large"
+    assert client.get("/events", headers={"Accept": "a/b," * 300}).status_code == 431
+    # Where the format is chosen by ?format=, Accept is not read at all.
+    assert client.get("/events?format=json", headers={"Accept": "a/b," * 300}).status_code == 200
