@@ -1,4 +1,4 @@
--- deployapi schema, version 3 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 4 (repository.SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository.migrate), so every statement
@@ -74,8 +74,9 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     from_status   TEXT,
     to_status     TEXT NOT NULL,
     created_at    TEXT NOT NULL,
-    -- SHA-256 over this event's fields and the previous event's hash: one
-    -- chain across all events in id order (deployapi/chain.py; version 3).
+    -- SHA-256 over this event's fields and the previous event's hash, and for
+    -- a created event its deployment's creation content: one chain across all
+    -- events in id order (deployapi/chain.py; version 3, content since 4).
     hash          TEXT,
     UNIQUE (deployment_id, sequence)
 );
@@ -92,6 +93,17 @@ CREATE TRIGGER IF NOT EXISTS deployment_events_no_delete
 BEFORE DELETE ON deployment_events
 BEGIN
     SELECT RAISE(ABORT, 'deployment_events is append-only: DELETE is not allowed');
+END;
+
+-- What was requested never changes after creation: the columns of the
+-- creation content (lifecycle.CREATE_FIELDS), the id and created_at.  Only
+-- status, review metadata and updated_at move, with an event each.  (The
+-- created event's hash covers the content too, for whoever drops this.)
+CREATE TRIGGER IF NOT EXISTS deployments_creation_is_fixed
+BEFORE UPDATE OF id, service, environment, version, requester, work_refs, risk, rollback_plan, created_at
+ON deployments
+BEGIN
+    SELECT RAISE(ABORT, 'what a deployment requested is fixed at creation: UPDATE of it is not allowed');
 END;
 
 -- A deployment with history cannot vanish either.
@@ -115,13 +127,17 @@ VALUES ('cursor_key', lower(hex(randomblob(32))));
 
 -- Responses to requests sent with an Idempotency-Key, stored in the same
 -- transaction as the write they answer, so a retry gets the first answer
--- instead of a second write (version 2).
+-- instead of a second write (version 2).  A key belongs to its caller: the
+-- trusted identity, or '' for everyone when identities are not trusted
+-- (version 4).  Only answers that changed something (2xx) are kept.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key         TEXT PRIMARY KEY,
+    caller      TEXT NOT NULL,
+    key         TEXT NOT NULL,
     fingerprint TEXT NOT NULL,   -- SHA-256 of method, path, identity and canonical body
     status      INTEGER NOT NULL,
     body        TEXT NOT NULL,
     location    TEXT,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (caller, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);

@@ -1,39 +1,87 @@
-"""The hash chain over all events: tamper evidence for the history.
+"""The hash chain over all events: tamper evidence for the history and for what was requested.
 
 Each event's ``hash`` is SHA-256 over a canonical encoding of its own fields
 and the previous event's hash (one chain across every deployment, in id
-order).  Editing, inserting or deleting any event breaks every link after it,
-unless whoever edits also recomputes the rest of the chain, which is why the
-latest hash is published for anchoring elsewhere (``GET /events/head``).
+order).  A ``created`` event's hash also covers the deployment's creation
+content (service, environment, version, requester, work_refs, risk,
+rollback_plan: ``lifecycle.CREATE_FIELDS``), so rewriting what was approved
+breaks the chain as surely as rewriting the history.  Editing, inserting or
+deleting anything covered breaks every link after it, unless whoever edits
+also recomputes the rest of the chain, which is why the latest hash is
+published for anchoring elsewhere (``GET /events/head``) and ``deployapi check
+--expect-head`` compares against it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
-from .lifecycle import Event
+from . import lifecycle
+from .lifecycle import Deployment, Event
 
 # The "previous hash" of the very first event.
 GENESIS = "0" * 64
-# Names the encoding, so a future change of it cannot be confused with this one.
-ENCODING = "deployapi-event-v1"
+# Names the encoding, so that no other encoding can be confused with this one.
+ENCODING = "deployapi-event-v2"
+# The encoding before schema version 4, which did not cover creation content.
+# Kept to verify heads anchored before the upgrade (deployapi check --expect-head)
+# and to read databases not yet upgraded.
+LEGACY_ENCODING = "deployapi-event-v1"
+
+Content = Mapping[str, Any]
 
 
-def event_hash(event: Event, previous_hash: str) -> str:
-    """The hash of ``event`` (which must have its id) following ``previous_hash``."""
-    if event.id is None:
-        raise ValueError("an event is hashed only once it has its id")
-    return link_hash(event, event.id, previous_hash)
+def creation_content(deployment: Deployment) -> dict[str, Any]:
+    """What a ``created`` event seals of its deployment: every creation field that has a value."""
+    return content_of({field: getattr(deployment, field) for field in lifecycle.CREATE_FIELDS})
 
 
-def link_hash(event: Event, event_id: int, previous_hash: str) -> str:
+def content_of(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The sealed form of creation fields: sequences as lists; null, empty lists and empty objects left out.
+
+    Leaving out what is empty means a creation field added later, empty for
+    older deployments, changes no earlier hash.
+    """
+    content: dict[str, Any] = {}
+    for field, value in fields.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        if value is None or value == [] or value == {}:
+            continue
+        content[field] = value
+    return content
+
+
+def link_hash(event: Event, event_id: int, previous_hash: str, content: Content | None = None) -> str:
     """The hash ``event`` gets as the event numbered ``event_id`` following ``previous_hash``.
 
-    For the writer, which knows the id before the event is stored: no copy of the event is made.
+    ``content`` is the deployment's creation content (:func:`creation_content`)
+    for a ``created`` event, and None for every other event.
     """
     canonical = json.dumps(
         [ENCODING, event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
+         event.from_status, event.to_status, event.created_at, previous_hash, content],
+        ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def event_hash(event: Event, previous_hash: str, content: Content | None = None) -> str:
+    """The hash of a stored ``event`` (which must have its id) following ``previous_hash``."""
+    if event.id is None:
+        raise ValueError("an event is hashed only once it has its id")
+    return link_hash(event, event.id, previous_hash, content)
+
+
+def legacy_event_hash(event: Event, previous_hash: str) -> str:
+    """The hash the event had under LEGACY_ENCODING (schema versions 3 and before)."""
+    if event.id is None:
+        raise ValueError("an event is hashed only once it has its id")
+    canonical = json.dumps(
+        [LEGACY_ENCODING, event.id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
          event.from_status, event.to_status, event.created_at, previous_hash],
         ensure_ascii=False, separators=(",", ":"),
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import logs
 from .app import RemoteUserFromHeader, create_app
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
-from .integrity import check_database
+from .integrity import Anchor, check_database
 from .repository import DatabaseError, backup_database
 
 logger = logging.getLogger("deployapi")
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify a database without changing it. Exit 0 when every check holds, "
                     "1 when one fails (listing the deployment ids), 2 when it cannot be read.")
     check.add_argument("--db", help="SQLite file (DEPLOYAPI_DB; default ./deployapi.db)")
+    check.add_argument("--expect-head", dest="expect_head", action="append", default=[], metavar="ID:HASH",
+                       help="a head recorded earlier from GET /events/head (id and hash); the history must "
+                            "still contain it unchanged. Repeat for several.")
 
     backup = commands.add_parser(
         "backup", help="copy a database consistently while it is being served",
@@ -79,14 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(vars(args))
     db = args.db or os.environ.get(ENVIRONMENT_VARIABLES["db"]) or Settings.db
     if args.command == "check":
-        return check(db)
+        try:
+            anchors = [Anchor.parse(text) for text in args.expect_head]
+        except ValueError as error:
+            print(f"deployapi check: --expect-head: {error}", file=sys.stderr)
+            return 2
+        return check(db, anchors)
     return backup(db, args.destination)
 
 
-def check(path: str) -> int:
+def check(path: str, anchors: Sequence[Anchor] = ()) -> int:
     """Print the check report; 0 when all hold, 1 when any fails, 2 when the file can't be read."""
     try:
-        report = check_database(path)
+        report = check_database(path, anchors)
     except (OSError, sqlite3.DatabaseError) as error:
         print(f"deployapi check: cannot read {path!r}: {error}", file=sys.stderr)
         return 2

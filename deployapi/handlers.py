@@ -149,7 +149,7 @@ def write_once(request: Request, ctx: Context, payload: dict[str, Any], caller: 
         return render(deployment)
     fingerprint = idempotency.fingerprint(request, payload, caller)
     # The response is stored with the write, so here it is rendered inside the transaction.
-    return idempotency.run_once(ctx.repository, key, fingerprint, lambda tx: render(write(tx)))
+    return idempotency.run_once(ctx.repository, caller, key, fingerprint, lambda tx: render(write(tx)))
 
 
 def identity(request: Request, ctx: Context) -> str | None:

@@ -5,10 +5,17 @@ stores its response; a repeat with the same key and the same request gets
 that response again (marked ``Idempotent-Replayed: true``) and writes nothing;
 the same key with a different request is 422 ``idempotency_key_reused``.  A
 concurrent repeat waits for the write lock and then finds the stored answer,
-so a key never produces two writes.  Requests refused by validation (400, 413,
-415, 422) are answered before the transaction and never stored, so a corrected
-retry with the same key succeeds.  Outcomes of the write itself (201, 200, 403,
-404, 409) are stored.
+so a key never produces two writes.
+
+Only answers that changed something (2xx) are stored.  A refusal (any 4xx,
+whether by validation before the transaction or by the lifecycle inside it)
+changed nothing, so a retry simply runs again: a corrected retry with the same
+key succeeds, and a retry after the situation changed gets the new answer.
+
+Keys belong to their caller when identities are trusted: the same key sent by
+two people is two keys, so nobody can take or probe another's key.  Without
+trusted identity there is no caller to tell apart, and keys are shared by
+everyone who can reach the API (docs/api.md).
 """
 
 from __future__ import annotations
@@ -54,13 +61,17 @@ def fingerprint(request: Request, payload: dict[str, Any], identity: str | None)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def run_once(repository: Repository, key: str, request_fingerprint: str, operation: Operation) -> Response:
-    """Run ``operation`` in a write transaction unless ``key`` already has an answer.
+def run_once(repository: Repository, caller: str | None, key: str, request_fingerprint: str,
+             operation: Operation) -> Response:
+    """Run ``operation`` in a write transaction unless ``caller``'s ``key`` already has an answer.
+
+    ``caller`` is the trusted identity, or None when identities are not trusted.
 
     :raises ApiError: 422 idempotency_key_reused when the key answered a different request.
     """
+    owner = caller or ""
     with repository.transaction() as tx:
-        stored = tx.stored_response(key)
+        stored = tx.stored_response(owner, key)
         if stored is not None:
             if stored.fingerprint != request_fingerprint:
                 message = (f"the {HEADER} {key!r} was already used for a different request; "
@@ -72,9 +83,9 @@ def run_once(repository: Repository, key: str, request_fingerprint: str, operati
         try:
             response = operation(tx)
         except (DomainError, DeploymentNotFound) as refusal:
-            # A refusal by the lifecycle is this request's outcome, replayed like a success.
-            response = problem_response(refusal)
-        tx.store_response(key, StoredResponse(
+            # Raised before the operation wrote anything: nothing to remember.
+            return problem_response(refusal)
+        tx.store_response(owner, key, StoredResponse(
             fingerprint=request_fingerprint, status=response.status_code,
             body=response.get_data(as_text=True), location=response.headers.get("Location")))
     return response

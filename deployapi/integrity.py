@@ -2,21 +2,33 @@
 
 Read-only SQL against the schema in schema.sql, run in one read transaction so
 every check sees the same snapshot, even while a server keeps writing.  Each
-check returns the ids of the deployments that break it, so an operator can go
-straight to them.
+check returns what breaks it (mostly deployment ids), so an operator can go
+straight there.
+
+What a read-only connection cannot do is left to this module rather than to
+SQLite: SQLite does not even parse CHECK constraints of a database opened
+read-only, so ``PRAGMA integrity_check`` passes rows that break them.  The
+constraints of schema.sql (the schema this deployapi expects, not the one the
+file claims) are evaluated here by queries of their own.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import chain, lifecycle
-from .lifecycle import Event
+from .repository import EVENTS_WITH_CONTENT_SQL, SCHEMA_VERSION, event_with_content, schema_sql, split_statements
 
 # How many offending ids a report lists per check.
 SHOWN_IDS = 20
+# Triggers that schema.sql has but a database of an older version does not yet
+# (the server adds them when it upgrades the file): name -> version.
+TRIGGERS_SINCE = {"deployments_creation_is_fixed": 4}
+_ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -30,11 +42,31 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """A chain head recorded elsewhere (``GET /events/head``): the history must still contain it."""
+
+    event_id: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """``ID:HASH`` as ``/events/head`` gives them.
+
+        :raises ValueError: for anything else.
+        """
+        match = _ANCHOR.fullmatch(text.strip().lower())
+        if not match:
+            raise ValueError(f"{text!r} is not ID:HASH (an event id, a colon and 64 hex digits)")
+        return cls(int(match[1]), match[2])
+
+
+@dataclass(frozen=True)
 class Report:
     path: str
     deployments: int | str  # "?" when a damaged file cannot be counted
     events: int | str
     results: tuple[CheckResult, ...]
+    schema_version: int | str = "?"
 
     @property
     def ok(self) -> bool:
@@ -52,7 +84,10 @@ class Report:
                 out.append(f"FAILED  {result.name}: {len(result.offenders)} — {shown}{more}")
         failed = sum(not r.ok for r in self.results)
         verdict = "all checks passed" if not failed else f"{failed} of {len(self.results)} checks failed"
-        out.append(f"{self.path}: {self.deployments} deployments, {self.events} events; {verdict}")
+        older = ""
+        if isinstance(self.schema_version, int) and self.schema_version < SCHEMA_VERSION:
+            older = f" (schema version {self.schema_version}: deployapi serve upgrades it to {SCHEMA_VERSION})"
+        out.append(f"{self.path}: {self.deployments} deployments, {self.events} events; {verdict}{older}")
         return out
 
 
@@ -103,11 +138,33 @@ DOMAIN_CHECKS: dict[str, str] = {
                                WHERE l.from_status = e.from_status AND l.type = e.type
                                  AND l.to_status = e.to_status)))
         ORDER BY e.deployment_id""",
+    # Ids are given out one after another inside the writing transaction, so
+    # every id from 1 to the last is there; a hole is an event removed.
+    "event ids are 1..n without gaps": """
+        SELECT CASE WHEN first = last THEN 'event ' || first || ' is missing'
+                    ELSE 'events ' || first || '-' || last || ' are missing' END
+        FROM (SELECT e.id + 1 AS first,
+                     (SELECT min(n.id) FROM deployment_events n WHERE n.id > e.id) - 1 AS last
+              FROM (SELECT 0 AS id UNION ALL SELECT id FROM deployment_events) e
+              WHERE e.id < (SELECT max(id) FROM deployment_events)
+                AND NOT EXISTS (SELECT 1 FROM deployment_events n WHERE n.id = e.id + 1))
+        ORDER BY first""",
+    # AUTOINCREMENT's counter only ever reaches the id of an event that was
+    # committed, so a counter past the last event means events were removed
+    # from the end (which leaves the rest of the chain valid).
+    "the event id counter matches the last event": """
+        SELECT 'the counter is at ' || s.seq || ' but the last event is '
+               || coalesce((SELECT max(id) FROM deployment_events), 'none')
+               || ': the events after it were removed'
+        FROM sqlite_sequence s
+        WHERE s.name = 'deployment_events' AND s.seq > coalesce((SELECT max(id) FROM deployment_events), 0)""",
 }
 
 
-def check_database(path: str | Path) -> Report:
+def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
     """Run every check on the database file at ``path`` without changing it.
+
+    Each of ``anchors`` (heads recorded elsewhere) must still be in the history, unchanged.
 
     :raises FileNotFoundError: when there is no file at ``path``.
     :raises sqlite3.DatabaseError: when the file is not SQLite, or not a deployapi database.
@@ -116,18 +173,26 @@ def check_database(path: str | Path) -> Report:
     if not path.is_file():
         raise FileNotFoundError(f"no database file at {str(path)!r}")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.row_factory = sqlite3.Row
     try:
         conn.execute("BEGIN")
         # Not SQLite at all, or not a deployapi database: nothing to check (exit 2, not 1).
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"deployments", "deployment_events"} <= tables:
             raise sqlite3.DatabaseError("not a deployapi database (no deployments and deployment_events tables)")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        expected = _expected_schema()
         results = [
             CheckResult("SQLite integrity_check", tuple(
                 line for line in _offenders(conn, "PRAGMA integrity_check") if line != "ok")),
             CheckResult("SQLite foreign_key_check", _offenders(
                 conn, "SELECT \"table\" || ' rowid ' || rowid || ' -> ' || parent FROM pragma_foreign_key_check")),
+            CheckResult("every row keeps the schema's CHECK and NOT NULL constraints",
+                        _constraint_offenders(conn, expected)),
+            CheckResult("the append-only and fixed-content triggers are in place",
+                        _trigger_offenders(conn, expected, version)),
         ]
+        expected.close()
         legal = _legal_transitions()
         legal_cte = ("WITH legal (from_status, type, to_status) AS (VALUES "
                      + ", ".join(["(?, ?, ?)"] * len(legal)) + ") ")
@@ -136,35 +201,201 @@ def check_database(path: str | Path) -> Report:
                 results.append(CheckResult(name, _offenders(conn, legal_cte + sql, _flatten(legal))))
             else:
                 results.append(CheckResult(name, _offenders(conn, sql)))
-        results.append(CheckResult("hash chain links every event to the one before", _first_broken_link(conn)))
+        results += _chain_results(conn, version, tuple(anchors))
         deployments = _count(conn, "SELECT count(*) FROM deployments")
         events = _count(conn, "SELECT count(*) FROM deployment_events")
     finally:
         # Read-only: nothing to commit, and a damaged file may have ended the transaction already.
         conn.close()
-    return Report(str(path), deployments, events, tuple(results))
+    return Report(str(path), deployments, events, tuple(results), version)
 
 
-def _first_broken_link(conn: sqlite3.Connection) -> tuple[str, ...]:
-    """The first event whose stored hash is not the one its fields and predecessor give, if any.
+# --- the hash chain -------------------------------------------------------------------
 
-    Only the first is named: every hash after an edit is wrong too, but the
-    edit is at (or just before) the first mismatch.
+
+def _chain_results(conn: sqlite3.Connection, version: int, anchors: tuple[Anchor, ...]) -> list[CheckResult]:
+    """The chain recomputed from the first event, the content each created event seals, and the anchors.
+
+    One pass in id order.  From schema version 4 every event is hashed under
+    chain.ENCODING with its creation content; older files, and heads anchored
+    before the file was upgraded (up to ``chain_rehashed_through``), under the
+    legacy encoding.
     """
-    previous = chain.GENESIS
+    legacy_only = version < 4
+    rehashed_through = 0 if legacy_only else _setting_int(conn, "chain_rehashed_through")
+    legacy_wanted = legacy_only or any(a.event_id <= rehashed_through for a in anchors)
+    anchored = {a.event_id for a in anchors}
+    seen: dict[int, tuple[str, str]] = {}  # anchored id -> (recomputed hash, recomputed legacy hash)
+    broken: tuple[str, ...] = ()
+    content_offenders: list[str] = []
+    expected = legacy = stored_before = chain.GENESIS
+    last_id = 0
     try:
-        rows = conn.execute(
-            "SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status, created_at, hash"
-            " FROM deployment_events ORDER BY id")
-        for row in rows:
-            event = Event(*row)
-            expected = chain.event_hash(event, previous)
-            if event.hash != expected:
-                return (f"event {event.id} of deployment {event.deployment_id} (sequence {event.sequence})",)
-            previous = expected
+        for row in conn.execute(f"{EVENTS_WITH_CONTENT_SQL} ORDER BY e.id"):
+            event, content = event_with_content(row)
+            if legacy_wanted:
+                legacy = chain.legacy_event_hash(event, legacy)
+            if legacy_only:
+                expected = legacy
+            else:
+                expected = chain.event_hash(event, expected, content)
+                # The link alone (from the stored previous hash): whether this
+                # created event's hash still fits the deployment row as it is now.
+                if content is not None and chain.event_hash(event, stored_before, content) != event.hash:
+                    content_offenders.append(event.deployment_id)
+            if not broken and event.hash != expected:
+                broken = (f"event {event.id} of deployment {event.deployment_id} (sequence {event.sequence})",)
+            if event.id in anchored:
+                seen[event.id] = (expected, legacy)
+            stored_before = event.hash or ""
+            last_id = event.id
     except sqlite3.DatabaseError as error:
-        return (f"could not be checked: {error}",)
-    return ()
+        broken = (f"could not be checked: {error}",)
+    results = [CheckResult("hash chain links every event to the one before", broken)]
+    if not legacy_only:
+        results.append(CheckResult("each created event's hash seals its deployment's creation content",
+                                   tuple(content_offenders)))
+    for anchor in anchors:
+        results.append(CheckResult(f"the history contains the anchored head {anchor.event_id}:{anchor.hash[:12]}…",
+                                   _anchor_problem(anchor, seen, last_id, rehashed_through, legacy_only)))
+    return results
+
+
+def _anchor_problem(anchor: Anchor, seen: dict[int, tuple[str, str]], last_id: int, rehashed_through: int,
+                    legacy_only: bool) -> tuple[str, ...]:
+    if anchor.event_id > last_id:
+        return (f"the history ends at event {last_id}, before event {anchor.event_id}: events were removed from "
+                "the end (a truncated file, a lost -wal) or this is an older copy",)
+    if anchor.event_id not in seen:
+        return (f"event {anchor.event_id} is missing",)
+    recomputed, legacy = seen[anchor.event_id]
+    if recomputed == anchor.hash:
+        return ()
+    if (legacy_only or anchor.event_id <= rehashed_through) and legacy == anchor.hash:
+        return ()  # recorded before the upgrade to schema version 4, and still what the history gives
+    return (f"the history up to event {anchor.event_id} hashes to {recomputed}, not to the anchored "
+            f"{anchor.hash}: it was changed after the head was recorded",)
+
+
+def _setting_int(conn: sqlite3.Connection, name: str) -> int:
+    try:
+        row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+    except (sqlite3.DatabaseError, ValueError):
+        return 0
+
+
+# --- the schema this deployapi expects -------------------------------------------------
+
+
+def _expected_schema() -> sqlite3.Connection:
+    """schema.sql built in memory: what the file's tables and triggers should be."""
+    conn = sqlite3.connect(":memory:")
+    for statement in split_statements(schema_sql()):
+        conn.execute(statement)
+    return conn
+
+
+def check_constraints(schema: str) -> list[tuple[str, str]]:
+    """Every ``CHECK (...)`` of the CREATE TABLE statements in ``schema``, as (table, expression)."""
+    found = []
+    for statement in split_statements(schema):
+        sql = _without_comments(statement).strip()
+        table = re.match(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql, re.IGNORECASE)
+        if table:
+            found += [(table[1], expression) for expression in _check_expressions(sql)]
+    return found
+
+
+def _without_comments(sql: str) -> str:
+    # '--' starts a comment only outside a string literal.
+    return re.sub(r"('(?:[^']|'')*')|--[^\n]*", lambda m: m[1] or "", sql)
+
+
+def _check_expressions(sql: str) -> list[str]:
+    expressions = []
+    for match in re.finditer(r"\bCHECK\s*\(", sql, re.IGNORECASE):
+        depth, start, position = 1, match.end(), match.end()
+        while depth:
+            if sql[position] == "'":
+                position = sql.index("'", position + 1)
+                while sql.startswith("''", position):
+                    position = sql.index("'", position + 2)
+            elif sql[position] == "(":
+                depth += 1
+            elif sql[position] == ")":
+                depth -= 1
+            position += 1
+        expressions.append(sql[start:position - 1].strip())
+    return expressions
+
+
+def _constraint_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection) -> tuple[str, ...]:
+    """Rows that break a CHECK or NOT NULL of schema.sql, one scan per table."""
+    checks: dict[str, list[tuple[str, str]]] = {}
+    for table, expression in check_constraints(schema_sql()):
+        checks.setdefault(table, []).append((f"CHECK ({expression})", f"NOT coalesce(({expression}), 1)"))
+    tables = [row[0] for row in expected.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                                 " AND name NOT LIKE 'sqlite_%'")]
+    offenders: list[str] = []
+    for table in tables:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not present:
+            offenders.append(f"table {table} is missing")
+            continue
+        columns = list(expected.execute(f"PRAGMA table_info({table})"))
+        rules = [*checks.get(table, ()),
+                 *((f"NOT NULL {c[1]}", f"{c[1]} IS NULL") for c in columns if c[3] and c[1] in present)]
+        if not rules:
+            continue
+        key = next((c[1] for c in sorted(columns, key=lambda c: c[5]) if c[5] and c[1] in present), "rowid")
+        cases = " ".join(f"WHEN {condition} THEN ?" for _, condition in rules)
+        try:
+            offenders += [f"{table} {key} {row[0]}: {row[1]}" for row in conn.execute(
+                f"SELECT {key}, broken FROM (SELECT {key}, CASE {cases} END AS broken FROM {table})"
+                " WHERE broken IS NOT NULL", [name for name, _ in rules])]
+        except sqlite3.DatabaseError:
+            # An expression that raises on some row (json_type of text that is
+            # not JSON) fails the whole scan: find the rows one by one.
+            offenders += _rows_failing_one_by_one(conn, table, key, rules)
+    return tuple(offenders)
+
+
+def _rows_failing_one_by_one(conn: sqlite3.Connection, table: str, key: str,
+                             rules: list[tuple[str, str]]) -> list[str]:
+    offenders = []
+    try:
+        rowids = [row[0] for row in conn.execute(f"SELECT rowid FROM {table}")]
+    except sqlite3.DatabaseError as error:
+        return [f"{table}: could not be checked: {error}"]
+    for rowid in rowids:
+        label = conn.execute(f"SELECT {key} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()[0]
+        for name, condition in rules:
+            try:
+                broken = conn.execute(f"SELECT {condition} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()[0]
+            except sqlite3.DatabaseError as error:
+                offenders.append(f"{table} {key} {label}: {name} ({error})")
+                break
+            if broken:
+                offenders.append(f"{table} {key} {label}: {name}")
+                break
+    return offenders
+
+
+def _trigger_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection, version: int) -> tuple[str, ...]:
+    found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
+    offenders = []
+    for name, sql in expected.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"):
+        if version < TRIGGERS_SINCE.get(name, 0):
+            continue
+        if name not in found:
+            offenders.append(f"{name} is missing")
+        elif found[name] != sql:
+            offenders.append(f"{name} differs from schema.sql")
+    return tuple(offenders)
+
+
+# --- helpers --------------------------------------------------------------------------
 
 
 def _flatten(rows: list[tuple[str, ...]]) -> list[str]:

@@ -87,7 +87,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Migration:
 
 
 def _chain_existing_events(conn: sqlite3.Connection) -> None:
+    # Version 3 chained events under the legacy encoding; version 4 rehashes them.
     previous = chain.GENESIS
     rows = conn.execute(
         "SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status, created_at"
@@ -113,8 +114,30 @@ def _chain_existing_events(conn: sqlite3.Connection) -> None:
     ).fetchall()
     for row in rows:
         event = Event(*row)
-        previous = chain.event_hash(event, previous)
+        previous = chain.legacy_event_hash(event, previous)
         conn.execute("UPDATE deployment_events SET hash = ? WHERE id = ?", (previous, event.id))
+
+
+def _rechain_with_creation_content(conn: sqlite3.Connection) -> None:
+    # Every event again under chain.ENCODING, created events sealing their
+    # deployment's content.  Heads anchored before stay verifiable: check
+    # recomputes the legacy chain up to the event recorded here.
+    previous = chain.GENESIS
+    last_id = 0
+    while True:
+        batch = conn.execute(f"{EVENTS_WITH_CONTENT_SQL} WHERE e.id > ? ORDER BY e.id LIMIT 10000",
+                             (last_id,)).fetchall()
+        if not batch:
+            break
+        updates = []
+        for row in batch:
+            event, content = event_with_content(row)
+            previous = chain.event_hash(event, previous, content)
+            updates.append((previous, event.id))
+        conn.executemany("UPDATE deployment_events SET hash = ? WHERE id = ?", updates)
+        last_id = batch[-1]["id"]
+    conn.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('chain_rehashed_through', ?)",
+                 (str(last_id),))
 
 
 # Ordered by version.
@@ -126,6 +149,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                   # Lifted for the backfill only; schema.sql puts it back in the same transaction.
                   "DROP TRIGGER IF EXISTS deployment_events_no_update"),
               backfill=_chain_existing_events),
+    # 4: created events seal the deployment's content (the chain rehashed under
+    # chain.ENCODING); idempotency keys belong to their caller, and only
+    # answers that changed something are kept.
+    Migration(4, (
+        "DROP TRIGGER IF EXISTS deployment_events_no_update",
+        # The version-2 table, for a database that comes from version 1.
+        "CREATE TABLE IF NOT EXISTS idempotency_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " status INTEGER NOT NULL, body TEXT NOT NULL, location TEXT, created_at TEXT NOT NULL)",
+        # SQLite cannot change a primary key in place: a new table, the rows, a rename.
+        "CREATE TABLE idempotency_keys_v4 (caller TEXT NOT NULL, key TEXT NOT NULL,"
+        " fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, location TEXT,"
+        " created_at TEXT NOT NULL, PRIMARY KEY (caller, key))",
+        "INSERT INTO idempotency_keys_v4 (caller, key, fingerprint, status, body, location, created_at)"
+        " SELECT '', key, fingerprint, status, body, location, created_at FROM idempotency_keys"
+        " WHERE status < 400",
+        "DROP TABLE idempotency_keys",
+        "ALTER TABLE idempotency_keys_v4 RENAME TO idempotency_keys",
+    ), backfill=_rechain_with_creation_content),
 )
 
 
@@ -153,7 +194,7 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
                     conn.execute(statement)
                 if step.backfill is not None:
                     step.backfill(conn)
-    for statement in _statements(schema):
+    for statement in split_statements(schema):
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {int(target)}")
     return found
@@ -182,7 +223,7 @@ def _too_new_message(found: int, known: int) -> str:
             f"{known}; upgrade deployapi instead of opening a newer database with an older one")
 
 
-def _statements(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
     """Split a SQL script into whole statements (trigger bodies contain semicolons)."""
     statements, pending = [], ""
     for line in script.splitlines(keepends=True):
@@ -589,7 +630,7 @@ class WriteTransaction:
         now = self._clock()
         deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
         _insert_deployment(self._conn, deployment)
-        _append_event(self._conn, event, _chain_head(self._conn))
+        _append_event(self._conn, event, _chain_head(self._conn), chain.creation_content(deployment))
         return deployment
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -611,29 +652,29 @@ class WriteTransaction:
         _append_event(self._conn, event, head)
         return updated
 
-    def stored_response(self, key: str) -> StoredResponse | None:
-        """The response stored under an idempotency key within its retention, if any."""
+    def stored_response(self, caller: str, key: str) -> StoredResponse | None:
+        """The response stored under ``caller``'s idempotency key within its retention, if any."""
         row = self._conn.execute(
             "SELECT fingerprint, status, body, location FROM idempotency_keys"
-            " WHERE key = ? AND created_at >= ?",
-            (key, self._retention_cutoff()),
+            " WHERE caller = ? AND key = ? AND created_at >= ?",
+            (caller, key, self._retention_cutoff()),
         ).fetchone()
         return StoredResponse(*row) if row else None
 
-    def store_response(self, key: str, response: StoredResponse) -> None:
+    def store_response(self, caller: str, key: str, response: StoredResponse) -> None:
         """Keep a response for replays of its key; prune a bounded batch of expired keys."""
         cutoff = self._retention_cutoff()
         # A bounded batch per write keeps the cost of pruning flat however many expired.
         self._conn.execute(
-            "DELETE FROM idempotency_keys WHERE key IN"
-            " (SELECT key FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            "DELETE FROM idempotency_keys WHERE rowid IN"
+            " (SELECT rowid FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
             (cutoff, IDEMPOTENCY_PRUNE_BATCH),
         )
         # REPLACE: an expired key that was not pruned yet is simply reused.
         self._conn.execute(
-            "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, status, body, location, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (key, response.fingerprint, response.status, response.body, response.location,
+            "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, status, body, location,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (caller, key, response.fingerprint, response.status, response.body, response.location,
              lifecycle.format_timestamp(self._clock())),
         )
 
@@ -986,12 +1027,13 @@ def _chain_head(conn: sqlite3.Connection) -> ChainHead:
     return tuple(conn.execute(f"SELECT {_CHAIN_HEAD_COLUMNS}").fetchone())
 
 
-def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead) -> None:
+def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead,
+                  content: chain.Content | None = None) -> None:
     """Insert the event with its id and its link in the hash chain.
 
     Only inside a write transaction, with ``head`` read in that transaction: the
     id and the previous hash are read and used under the same write lock, so no
-    other writer can slip in between.
+    other writer can slip in between.  ``content`` is what a created event seals.
     """
     last_id, last_hash, used = head
     event_id = max(last_id or 0, used or 0) + 1
@@ -1000,8 +1042,44 @@ def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead) -> No
         " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
          event.from_status, event.to_status, event.created_at,
-         chain.link_hash(event, event_id, last_hash or chain.GENESIS)),
+         chain.link_hash(event, event_id, last_hash or chain.GENESIS, content)),
     )
+
+
+# Creation fields stored as JSON text rather than as a plain column value.
+_JSON_COLUMNS = frozenset({"work_refs"})
+# Every event in the form the chain hashes it: its fields, and for a created
+# event its deployment's creation columns (NULL for other events).  The column
+# names are the creation fields' names (lifecycle.CREATE_FIELDS).
+EVENTS_WITH_CONTENT_SQL = (
+    "SELECT e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status,"
+    " e.created_at, e.hash, d.id IS NOT NULL AS has_content, "
+    + ", ".join(f"d.{field} AS content_{field}" for field in lifecycle.CREATE_FIELDS)
+    + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id AND e.type = 'created'"
+)
+
+
+def event_with_content(row: sqlite3.Row) -> tuple[Event, dict | None]:
+    """An event of EVENTS_WITH_CONTENT_SQL and the creation content its hash covers (None if it covers none).
+
+    A JSON column that does not parse is sealed as its raw text, so that a
+    damaged row fails the chain instead of stopping the reader.
+    """
+    event = Event(*(row[i] for i in range(10)))
+    if event.type != lifecycle.CREATED:
+        return event, None
+    if not row["has_content"]:
+        return event, {}  # the deployment row is gone: no content can match the hash
+    fields = {}
+    for field in lifecycle.CREATE_FIELDS:
+        value = row[f"content_{field}"]
+        if field in _JSON_COLUMNS and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        fields[field] = value
+    return event, chain.content_of(fields)
 
 
 def _row_to_deployment(row: sqlite3.Row) -> Deployment:

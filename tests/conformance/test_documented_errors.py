@@ -105,6 +105,16 @@ def send(client, method, path, *, deployment_id=UNKNOWN_ID, **kwargs):
     return client.open(concrete(path, deployment_id), method=method, **kwargs)
 
 
+def deployment_that_can(client, action: str) -> str:
+    """A deployment from whose status `action` is allowed."""
+    deployment_id = client.post("/deployments", json=create_body(requester="alice")).get_json()["id"]
+    before = {"approve": [], "reject": [], "start": ["approve"], "succeed": ["approve", "start"],
+              "fail": ["approve", "start"], "rollback": ["approve", "start"]}[action]
+    for step in before:
+        client.post(f"/deployments/{deployment_id}/{step}", json={"actor": "bob", "note": "because"})
+    return deployment_id
+
+
 def deployment_in_wrong_status(client, action: str) -> str:
     """A deployment from whose status `action` is not allowed."""
     deployment = client.post("/deployments", json=create_body(requester="alice")).get_json()
@@ -142,10 +152,12 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
         return send(as_carol, method, path, deployment_id=deployment["id"],
                     json={"actor": "dave", "note": "because"}, **carol)
     if code == "idempotency_key_reused":
+        # Only an answer that changed something is kept: the first request must succeed.
         key = {"Idempotency-Key": "key-1"}
-        send(client, method, path, headers=key)
-        return send(client, method, path, headers=key, json={**valid_body(path), "note": "another request"}
-                    if action else create_body(version="2.0"))
+        target = deployment_that_can(client, action) if action else UNKNOWN_ID
+        assert send(client, method, path, deployment_id=target, headers=key).status_code < 300
+        return send(client, method, path, deployment_id=target, headers=key,
+                    json={**valid_body(path), "note": "another request"} if action else create_body(version="2.0"))
     if code == "malformed_json":
         return send(client, method, path, data=b"{", content_type="application/json")
     if code == "invalid_cursor":

@@ -31,6 +31,21 @@ def test_check_passes_on_a_served_database_and_fails_with_the_ids_on_a_tampered_
     assert f"FAILED  status and updated_at match the last event: 1 — {created['id']}" in result.stdout
 
 
+def test_check_against_a_published_head_catches_a_copy_that_ends_earlier(tmp_path, start_server):
+    db = tmp_path / "live.db"
+    server = start_server("--db", str(db))
+    server.request("POST", "/deployments", create_body())
+    assert run_command("backup", "--db", str(db), str(tmp_path / "older.db"), cwd=tmp_path).returncode == 0
+    server.request("POST", "/deployments", create_body(version="2.0"))
+    head = server.request("GET", "/events/head")[2]
+    anchor = f"{head['id']}:{head['hash']}"
+    assert run_command("check", "--db", str(db), "--expect-head", anchor, cwd=tmp_path).returncode == 0
+    result = run_command("check", "--db", str(tmp_path / "older.db"), "--expect-head", anchor, cwd=tmp_path)
+    assert result.returncode == 1 and "the history ends at event 1, before event 2" in result.stdout
+    bad = run_command("check", "--db", str(db), "--expect-head", "2:nothex", cwd=tmp_path)
+    assert bad.returncode == 2 and "--expect-head" in bad.stderr
+
+
 def test_check_of_a_missing_file_is_exit_2_and_creates_nothing(tmp_path):
     result = run_command("check", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
     assert result.returncode == 2 and "no database file" in result.stderr

@@ -70,14 +70,76 @@ def test_a_key_reused_for_a_different_request_is_422(app, client, second_path, s
     assert counts(app) == (1, 1)
 
 
-def test_a_refused_action_is_stored_and_replayed_as_refused(client, created):
+def stored_keys(app) -> int:
+    with sqlite3.connect(app.repository.db_path) as conn:
+        return conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0]
+
+
+def test_a_refused_action_is_not_stored_so_a_retry_runs_again(app, client, created):
     deployment = created(requester="alice")
     path = f"/deployments/{deployment['id']}/approve"
     first = post(client, path, {"actor": "Alice"}, "self")
-    assert first.status_code == 403
-    replay = post(client, path, {"actor": "Alice"}, "self")
-    assert replay.status_code == 403 and replay.headers["Idempotent-Replayed"] == "true"
-    assert replay.mimetype == "application/problem+json" and replay.get_json() == first.get_json()
+    assert first.status_code == 403 and stored_keys(app) == 0
+    again = post(client, path, {"actor": "Alice"}, "self")
+    assert again.status_code == 403 and "Idempotent-Replayed" not in again.headers
+
+
+def test_a_refusal_on_a_missing_deployment_leaves_no_key_behind(app, client):
+    for attempt in range(20):
+        response = post(client, f"/deployments/01m8bqmwd0jcr9fbtk1cqdh4g{attempt % 10}/start", {"actor": "ci"},
+                        f"start-{attempt}")
+        assert response.status_code == 404
+    assert stored_keys(app) == 0
+
+
+def test_a_409_is_not_replayed_once_the_action_becomes_possible(client, created):
+    deployment = created()
+    path = f"/deployments/{deployment['id']}/start"
+    assert post(client, path, {"actor": "ci"}, "start-1").status_code == 409
+    assert client.post(f"/deployments/{deployment['id']}/approve", json={"actor": "bob"}).status_code == 200
+    started = post(client, path, {"actor": "ci"}, "start-1")
+    assert started.status_code == 200 and started.get_json()["status"] == "started"
+
+
+# --- keys belong to their caller when identities are trusted -------------------------
+
+
+@pytest.fixture
+def trusted_app(db_path):
+    from deployapi import create_app
+
+    application = create_app(db_path, trust_remote_user=True)
+    yield application
+    application.close()
+
+
+def as_user(name: str) -> dict:
+    return {"REMOTE_USER": name}
+
+
+def test_another_user_cannot_squat_a_predictable_key(trusted_app):
+    client = Client(trusted_app)
+    key = {"Idempotency-Key": "deploy-billing-1.4.2"}
+    body = create_body(requester=None)
+    mallory = client.post("/deployments", json=create_body(requester=None, version="6.6.6"), headers=key,
+                          environ_base=as_user("mallory"))
+    assert mallory.status_code == 201
+    alice = client.post("/deployments", json=body, headers=key, environ_base=as_user("alice"))
+    assert alice.status_code == 201 and alice.get_json()["requester"] == "alice"
+    assert "Idempotent-Replayed" not in alice.headers
+    replay = client.post("/deployments", json=body, headers=key, environ_base=as_user("alice"))
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_json() == alice.get_json()
+
+
+def test_whether_someone_else_used_a_key_cannot_be_probed(trusted_app):
+    client = Client(trusted_app)
+    key = {"Idempotency-Key": "release-7"}
+    assert client.post("/deployments", json=create_body(requester=None), headers=key,
+                       environ_base=as_user("alice")).status_code == 201
+    # Mallory's request with Alice's key is simply Mallory's own first request.
+    probe = client.post("/deployments/01m8bqmwd0jcr9fbtk1cqdh4gs/approve", json={}, headers=key,
+                        environ_base=as_user("mallory"))
+    assert probe.status_code == 404 and probe.get_json()["code"] == "not_found"
 
 
 def test_a_validation_failure_is_not_stored_so_a_corrected_retry_succeeds(app, client):

@@ -31,6 +31,7 @@ from werkzeug.test import Client, create_environ, run_wsgi_app
 from werkzeug.wrappers import Response
 
 import deployapi
+from deployapi import identities
 
 pytestmark = pytest.mark.reliability
 
@@ -126,6 +127,17 @@ def trimmed_ok(value: Any, max_length: int) -> bool | None:
     return None if any(is_control(ch) for ch in value) else True
 
 
+def identity_ok(value: Any) -> bool | None:
+    """requester, actor: the identity rule (pinned character by character in tests/unit/test_identities.py)."""
+    if not isinstance(value, str) or has_surrogate(value):
+        return False
+    try:
+        identities.canonical(value)
+    except identities.IdentityRefused:
+        return False
+    return None if any(is_control(ch) for ch in value) else True
+
+
 def text_ok(value: Any, *, required: bool) -> bool:
     """rollback_plan, risk, note: null means not sent; tab, CR and LF are the only controls allowed."""
     if value is None:
@@ -154,7 +166,7 @@ def create_fields_ok(payload: dict) -> bool | None:
         slug_ok(payload.get("service")),
         slug_ok(environment),
         version_ok(payload.get("version")),
-        trimmed_ok(payload.get("requester"), 128),
+        identity_ok(payload.get("requester")),
         work_refs_ok(payload.get("work_refs")),
         text_ok(payload.get("rollback_plan"), required=True),
         text_ok(payload.get("risk"), required=environment == "production"),
@@ -164,7 +176,7 @@ def create_fields_ok(payload: dict) -> bool | None:
 def action_fields_ok(payload: dict, action: str) -> bool | None:
     return all_of(
         all(name in ACTION_FIELDS for name in payload),
-        trimmed_ok(payload.get("actor"), 128),
+        identity_ok(payload.get("actor")),
         text_ok(payload.get("note"), required=LIFECYCLE[action][1]),
     )
 
@@ -521,7 +533,8 @@ def test_hostile_create_bodies_get_a_documented_answer_and_a_refusal_changes_not
     sent = parse_body(body)
     assert api.counts() == (before[0] + 1, before[1] + 1)
     expected = {**{k: sent[k] for k in ("service", "environment", "version", "rollback_plan")},
-                "requester": sent["requester"].strip(), "work_refs": [r.strip() for r in sent["work_refs"]],
+                "requester": identities.canonical(sent["requester"]),
+                "work_refs": [r.strip() for r in sent["work_refs"]],
                 "risk": sent.get("risk"), "status": "pending_approval", "reviewed_by": None, "reviewed_at": None}
     assert {k: got[k] for k in expected} == expected
     assert api.client.get(f"/deployments/{got['id']}").get_json() == got
@@ -544,7 +557,7 @@ def test_hostile_action_bodies_get_a_documented_answer_in_the_contract_order(api
             allowed.add(404)
         elif current["status"] not in LIFECYCLE[action][0]:
             allowed.add(409)
-        elif action == "approve" and payload["actor"].strip().casefold() == current["requester"].casefold():
+        elif action == "approve" and identities.same_person(payload["actor"], current["requester"]):
             allowed.add(403)
         else:
             allowed.add(200)
@@ -564,7 +577,7 @@ def test_hostile_action_bodies_get_a_documented_answer_in_the_contract_order(api
     assert api.counts() == (before[0], before[1] + 1)
     events = api.client.get(f"/deployments/{deployment_id}/events").get_json()["items"]
     assert (events[-1]["actor"], events[-1]["note"], events[-1]["to_status"]) == (
-        sent["actor"].strip(), sent.get("note"), got["status"])
+        identities.canonical(sent["actor"]), sent.get("note"), got["status"])
 
 
 def test_a_body_of_json_nested_past_the_recursion_limit_is_400_and_changes_nothing(api):
@@ -658,7 +671,7 @@ def query_statuses(pairs: list[tuple[str, str]], issued: dict[str, dict]) -> set
     if "status" in values:
         ok = ok and values["status"] in STATUSES
     if "requester" in values:
-        ok = ok and 1 <= len(values["requester"].strip()) <= 128
+        ok = ok and 1 <= len(unicodedata.normalize("NFKC", values["requester"].strip()).strip()) <= 128
     moments = {}
     for name in ("created_after", "created_before"):
         if name in values:
