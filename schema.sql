@@ -125,6 +125,15 @@ CREATE TABLE IF NOT EXISTS settings (
 INSERT OR IGNORE INTO settings (name, value)
 VALUES ('cursor_key', lower(hex(randomblob(32))));
 
+-- Written by GET /healthz while writes are failing (disk full, read-only,
+-- I/O errors), to see whether the storage takes a write of a create's size
+-- again; one row, replaced each time (repository.Repository.ping).
+CREATE TABLE IF NOT EXISTS write_probe (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    payload    BLOB NOT NULL,
+    written_at TEXT NOT NULL
+);
+
 -- Responses to requests sent with an Idempotency-Key, stored in the same
 -- transaction as the write they answer, so a retry gets the first answer
 -- instead of a second write (version 2).  A key belongs to its caller: the

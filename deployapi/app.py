@@ -166,20 +166,27 @@ def create_app(
     *,
     production_environments: Collection[str] = lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS,
     trust_remote_user: bool = False,
+    require_existing: bool = False,
+    max_writers: int | None = None,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
-    The file and its schema are created if missing.  ``production_environments``
-    is the set of environments in which a deployment must state its risk.  With
+    The file and its schema are created if missing (with a warning logged), or,
+    with ``require_existing``, refused.  ``production_environments`` is the set
+    of environments in which a deployment must state its risk.  With
     ``trust_remote_user``, the WSGI ``REMOTE_USER`` set by an authenticating
     middleware or proxy is the actor and requester of every write, and requests
-    without one are 401.
+    without one are 401.  ``max_writers`` bounds the writes in progress or
+    waiting at once; one more is 503 at once (give it fewer than the server's
+    threads, so that waiting writers never hold every thread).
 
     :raises ValueError: for an empty or invalid set of production environments.
-    :raises repository.DatabaseError: when the file cannot be opened as a database.
+    :raises repository.DatabaseError: when the file cannot be opened as a database, or is missing
+        and ``require_existing`` is set.
     """
     environments = production_set(production_environments)
-    return DeployAPI(Repository(db_path), environments, trust_remote_user=trust_remote_user)
+    repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers)
+    return DeployAPI(repository, environments, trust_remote_user=trust_remote_user)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

@@ -16,6 +16,7 @@ from .app import RemoteUserFromHeader, create_app
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
 from .integrity import Anchor, check_database
 from .repository import DatabaseError, backup_database
+from .server import Limits, create_server
 
 logger = logging.getLogger("deployapi")
 
@@ -53,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--remote-user-header", dest="remote_user_header", metavar="HEADER",
                        help="with --trust-remote-user: take REMOTE_USER from this header, which the "
                             "authenticating proxy in front must set (DEPLOYAPI_REMOTE_USER_HEADER)")
+    serve.add_argument("--connection-limit", dest="connection_limit", metavar="N",
+                       help="open connections at most; more wait to be accepted (DEPLOYAPI_CONNECTION_LIMIT; "
+                            "default 100)")
+    serve.add_argument("--channel-timeout", dest="channel_timeout", metavar="SECONDS",
+                       help="close a connection that is idle, whose request has not fully arrived, or whose "
+                            "client has taken no output, for this long (DEPLOYAPI_CHANNEL_TIMEOUT; default 30)")
+    serve.add_argument("--outbuf-high-watermark", dest="outbuf_high_watermark", metavar="BYTES",
+                       help="a worker waits once this much output for one connection is unsent "
+                            "(DEPLOYAPI_OUTBUF_HIGH_WATERMARK; default 4194304)")
+    serve.add_argument("--require-existing", dest="require_existing", action="store_const", const="true",
+                       help="refuse to start when there is no database at --db, instead of creating an empty "
+                            "one (DEPLOYAPI_REQUIRE_EXISTING)")
     serve.add_argument("--log-level", dest="log_level", metavar="|".join(logs.LEVELS),
                        help="lowest level logged (DEPLOYAPI_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
@@ -115,8 +128,6 @@ def backup(source: str, destination: str) -> int:
 
 def serve(flags: dict) -> int:
     """Run the server until SIGINT or SIGTERM; return the process exit code."""
-    import waitress
-
     try:
         settings = load_settings(flags)
     except ConfigError as error:
@@ -127,14 +138,19 @@ def serve(flags: dict) -> int:
     # decides this for its own process (docs/operations.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
+        # One thread fewer than waitress has may write or wait to write, so
+        # that reads are answered while writes wait (ADR 0007).
         app = create_app(settings.db, production_environments=settings.production_environments,
-                         trust_remote_user=settings.trust_remote_user)
+                         trust_remote_user=settings.trust_remote_user, require_existing=settings.require_existing,
+                         max_writers=max(1, settings.threads - 1))
     except (ValueError, DatabaseError) as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
     served = RemoteUserFromHeader(app, settings.remote_user_header) if settings.remote_user_header else app
+    limits = Limits(threads=settings.threads, connection_limit=settings.connection_limit,
+                    channel_timeout=settings.channel_timeout, outbuf_high_watermark=settings.outbuf_high_watermark)
     try:
-        server = waitress.create_server(served, host=settings.host, port=settings.port, threads=settings.threads)
+        server = create_server(served, host=settings.host, port=settings.port, limits=limits)
     except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
         reason = getattr(error, "strerror", None) or error
         print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)

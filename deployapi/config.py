@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from . import lifecycle, logs
 from .app import production_set
+from .server import Limits
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,10 @@ class Settings:
     log_format: str = "text"
     trust_remote_user: bool = False
     remote_user_header: str | None = None
+    require_existing: bool = False
+    connection_limit: int = Limits.connection_limit
+    channel_timeout: int = Limits.channel_timeout
+    outbuf_high_watermark: int = Limits.outbuf_high_watermark
 
 
 ENVIRONMENT_VARIABLES = {
@@ -42,6 +47,10 @@ ENVIRONMENT_VARIABLES = {
     "log_format": "DEPLOYAPI_LOG_FORMAT",
     "trust_remote_user": "DEPLOYAPI_TRUST_REMOTE_USER",
     "remote_user_header": "DEPLOYAPI_REMOTE_USER_HEADER",
+    "require_existing": "DEPLOYAPI_REQUIRE_EXISTING",
+    "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
+    "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
+    "outbuf_high_watermark": "DEPLOYAPI_OUTBUF_HIGH_WATERMARK",
 }
 
 
@@ -67,17 +76,19 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
         values["port"] = _integer(*raw["port"], low=0, high=65535)
     if "threads" in raw:
         values["threads"] = _integer(*raw["threads"], low=1, high=256)
+    for name, low, high in (("connection_limit", 1, 100_000), ("channel_timeout", 1, 3600),
+                            ("outbuf_high_watermark", 65_536, 2**30)):
+        if name in raw:
+            values[name] = _integer(*raw[name], low=low, high=high)
     for name, choices in (("log_level", logs.LEVELS), ("log_format", logs.FORMATS)):
         if name in raw:
             text, source = raw[name]
             if text.lower() not in choices:
                 raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
             values[name] = text.lower()
-    if "trust_remote_user" in raw:
-        text, source = raw["trust_remote_user"]
-        if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
-            raise ConfigError(f"{source}: {text!r} is not one of 1, true, yes, 0, false, no")
-        values["trust_remote_user"] = text.lower() in ("1", "true", "yes")
+    for name in ("trust_remote_user", "require_existing"):
+        if name in raw:
+            values[name] = _boolean(*raw[name])
     if "remote_user_header" in raw:
         text, source = raw["remote_user_header"]
         if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
@@ -92,6 +103,12 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
     return Settings(**values)
+
+
+def _boolean(text: str, source: str) -> bool:
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"{source}: {text!r} is not one of 1, true, yes, 0, false, no")
+    return text.lower() in ("1", "true", "yes")
 
 
 def _integer(text: str, source: str, *, low: int, high: int) -> int:

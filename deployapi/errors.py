@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 
 from .lifecycle import ActorMismatch, InvalidTransition, SelfApproval, ValidationFailed
 from .repository import DatabaseBusy, DeploymentNotFound
+from .storage import StorageFault
 
 logger = logging.getLogger("deployapi")
 
@@ -25,6 +26,8 @@ PROBLEM_MIMETYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:deployapi:problem:"
 MAX_BODY_BYTES = 65_536
 RETRY_AFTER_SECONDS = "1"
+# A full disk or a failed volume is not over in a second.
+STORAGE_RETRY_AFTER_SECONDS = "10"
 # A 422 lists at most this many problems (with their total in errors_total):
 # a 64 KiB body or query string of unknown names would otherwise be answered
 # with megabytes.  No valid request of this API comes near it.
@@ -115,6 +118,12 @@ def problem_response(error: BaseException, request_id: str = "") -> Response:
         status, code, title = 503, "database_busy", "Database busy"
         detail = "the database is busy with other writes; retry shortly"
         headers["Retry-After"] = RETRY_AFTER_SECONDS
+    elif isinstance(error, StorageFault):
+        # Logged once by the repository when the fault began, not per request.
+        status, code, title = 503, "storage_unavailable", "Storage unavailable"
+        detail = ("the database cannot keep writes right now (disk full, read-only or failing storage, or the "
+                  "file was removed or replaced); nothing was written, retry later")
+        headers["Retry-After"] = STORAGE_RETRY_AFTER_SECONDS
     elif isinstance(error, MethodNotAllowed):
         status, code, title = 405, "method_not_allowed", "Method not allowed"
         allowed = sorted(error.valid_methods or ())

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
 from .lifecycle import Deployment, Event
 from .repository import Repository, WriteTransaction
+from .storage import StorageFault
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def openapi_document(request: Request, ctx: Context) -> Response:
 def health(request: Request, ctx: Context) -> Response:
     try:
         ctx.repository.ping()
+    except StorageFault as error:  # logged by the repository when it began
+        raise errors.service_unavailable("the database cannot keep writes (the server log says why)") from error
     except Exception as error:  # any failure to answer means unhealthy, not a 500
         errors.logger.warning("health check failed: %s", error)
         raise errors.service_unavailable("the database did not answer") from error

@@ -25,9 +25,9 @@ from .repository import EVENTS_WITH_CONTENT_SQL, SCHEMA_VERSION, event_with_cont
 
 # How many offending ids a report lists per check.
 SHOWN_IDS = 20
-# Triggers that schema.sql has but a database of an older version does not yet
-# (the server adds them when it upgrades the file): name -> version.
-TRIGGERS_SINCE = {"deployments_creation_is_fixed": 4}
+# Tables and triggers that schema.sql has but a database of an older version
+# does not yet (the server adds them when it upgrades the file): name -> version.
+ADDED_IN = {"deployments_creation_is_fixed": 4, "write_probe": 4}
 _ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-f]{64})")
 
 
@@ -188,7 +188,7 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
             CheckResult("SQLite foreign_key_check", _offenders(
                 conn, "SELECT \"table\" || ' rowid ' || rowid || ' -> ' || parent FROM pragma_foreign_key_check")),
             CheckResult("every row keeps the schema's CHECK and NOT NULL constraints",
-                        _constraint_offenders(conn, expected)),
+                        _constraint_offenders(conn, expected, version)),
             CheckResult("the append-only and fixed-content triggers are in place",
                         _trigger_offenders(conn, expected, version)),
         ]
@@ -330,7 +330,7 @@ def _check_expressions(sql: str) -> list[str]:
     return expressions
 
 
-def _constraint_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection) -> tuple[str, ...]:
+def _constraint_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection, version: int) -> tuple[str, ...]:
     """Rows that break a CHECK or NOT NULL of schema.sql, one scan per table."""
     checks: dict[str, list[tuple[str, str]]] = {}
     for table, expression in check_constraints(schema_sql()):
@@ -341,7 +341,8 @@ def _constraint_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection
     for table in tables:
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if not present:
-            offenders.append(f"table {table} is missing")
+            if version >= ADDED_IN.get(table, 0):
+                offenders.append(f"table {table} is missing")
             continue
         columns = list(expected.execute(f"PRAGMA table_info({table})"))
         rules = [*checks.get(table, ()),
@@ -386,7 +387,7 @@ def _trigger_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection, v
     found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall())
     offenders = []
     for name, sql in expected.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"):
-        if version < TRIGGERS_SINCE.get(name, 0):
+        if version < ADDED_IN.get(name, 0):
             continue
         if name not in found:
             offenders.append(f"{name} is missing")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,13 +36,27 @@ from .insights import (
 )
 from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from .listing import EQUALITY_FILTERS, ListQuery, Position
+from .storage import FileWatch, StorageFault, storage_reason  # noqa: F401 (StorageFault: raised from here)
+
+logger = logging.getLogger("deployapi")
 
 BUSY_TIMEOUT_MS = 5000
-# A checkpoint every ~40 MB of WAL rather than SQLite's ~4 MB: a create
-# writes ~20 pages, so the default stalled the write queue for a checkpoint
-# every ~50 commits, each copying mostly the same hot index pages again
-# (ADR 0007).
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# A write that has waited this long in BEGIN IMMEDIATE waits for another
+# process: writes beyond max_writers are then refused at once (see _write).
+STUCK_WRITE_SECONDS = 0.25
+# What the health check writes while writes are failing (see ping): twice the
+# largest request body, more than a create with its event and indexes writes.
+WRITE_PROBE_BYTES = 128 * 1024
+# A checkpoint every 1,000 pages (~4 MB) of WAL, SQLite's default.  Until a
+# checkpoint copies them into the main file, acknowledged writes live only in
+# the -wal (~20 pages a write, so ~50 of them here): the interval bounds what a
+# lost or damaged -wal can take with it.  ADR 0007 weighs this against the
+# cost, which the server's throughput does not show (docs/performance.md).
+WAL_AUTOCHECKPOINT_PAGES = 1000
+# After a checkpoint has reset the WAL, SQLite truncates the -wal file to this
+# size rather than keeping the largest size it ever reached (a long read holds
+# checkpoints back and lets the -wal grow past the interval meanwhile).
+JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
 # Window functions, row values and AS MATERIALIZED: what the queries below use.
 MIN_SQLITE = (3, 35, 0)
 # Idempotency keys answer replays for at least this long; older ones are
@@ -201,13 +217,16 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
 
 
 @contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
-    in a transaction is discarded by Repository._connection().
+    in a transaction is discarded by Repository._connection().  ``began`` is
+    called once SQLite's write lock is taken.
     """
     conn.execute("BEGIN IMMEDIATE")
+    if began is not None:
+        began()
     try:
         yield
         conn.execute("COMMIT")
@@ -245,10 +264,21 @@ class Repository:
     """
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
-                 busy_timeout_ms: int = BUSY_TIMEOUT_MS):
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, require_existing: bool = False,
+                 max_writers: int | None = None):
+        """``max_writers`` bounds the writes in progress or waiting at once (None: no bound): one more
+        waits for a slot, or is refused at once with DatabaseBusy when the write in progress is stuck, so
+        waiting writers cannot occupy every server thread.
+
+        :raises DatabaseError: the file cannot be used, or (``require_existing``) there is none.
+        """
         self.db_path = str(db_path)
+        self._uri = Path(self.db_path).resolve().as_uri() + "?mode=rw"
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
+        self._require_existing = require_existing
+        self._writer_slots = threading.BoundedSemaphore(max_writers) if max_writers else None
+        self._max_writers = max_writers
         # One connection per thread that uses the repository, opened on its
         # first call and kept for the next: no pool lock and no set-up per
         # request.  Each is closed by close(), or when its thread ends.
@@ -260,16 +290,23 @@ class Repository:
         # contention into long tail latency.  Other processes on the same file
         # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
         self._write_lock = threading.Lock()
+        # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
+        # for SQLite's lock, while it still waits (None otherwise).
+        self._sqlite_lock_wait_since: float | None = None
         self._closed = False
         self._initialise()
+        self.storage = FileWatch(self.db_path)
 
     # --- connections and transactions -------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, *, create: bool = False) -> sqlite3.Connection:
+        # Only start-up may create the file: a connection opened later, after
+        # the file was removed, must fail rather than start a new, empty one.
+        target, uri = (self.db_path, False) if create else (self._uri, True)
         try:
             # isolation_level=None: the sqlite3 module must not open transactions
             # behind our back; we issue BEGIN IMMEDIATE ourselves.
-            conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
         except sqlite3.OperationalError as error:
             raise DatabaseError(f"cannot open database {self.db_path!r}: {error}") from error
         try:
@@ -279,6 +316,7 @@ class Repository:
             # survives power loss as well as a process crash (see docs/adr).
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         except sqlite3.DatabaseError as error:
             conn.close()
             raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
@@ -291,10 +329,16 @@ class Repository:
             raise DatabaseError(
                 f"deployapi needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for MATERIALIZED common "
                 f"table expressions); this Python uses SQLite {sqlite3.sqlite_version}")
+        # A mistyped path or an unmounted volume must not pass for a fresh start.
+        path = Path(self.db_path)
+        missing = not path.is_file() or path.stat().st_size == 0
+        if missing and self._require_existing:
+            raise DatabaseError(f"no database at {self.db_path!r}, and require-existing is set: "
+                                "refusing to create a new, empty one")
         # A connection of its own, closed afterwards rather than kept: an app
         # built before a server forks its workers must not hand one SQLite
         # connection to several processes.
-        conn = self._open()
+        conn = self._open(create=not self._require_existing)
         try:
             found = conn.execute("PRAGMA user_version").fetchone()[0]
             if found > SCHEMA_VERSION:  # refuse before changing anything, even the journal mode
@@ -310,6 +354,9 @@ class Repository:
         finally:
             conn.close()
         self.cursor_key = bytes.fromhex(key["value"])
+        if missing:
+            logger.warning("no database at %s: created a new, empty one (set require-existing to refuse instead)",
+                           self.db_path)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -320,16 +367,16 @@ class Repository:
         if held is not None and held.in_use:
             # A call made while this thread's connection is busy (a read
             # inside a write's transaction) gets a connection of its own.
-            yield from _one_off(self._open())
+            yield from _one_off(self._open_for_request())
             return
         if held is None or held.pid != os.getpid():
-            held = self._local.connection = self._keep(self._open())
+            held = self._local.connection = self._keep(self._open_for_request())
         held.in_use = True
         keep = False
         try:
             yield held.conn
             keep = True
-        except sqlite3.Error:
+        except (sqlite3.Error, StorageFault):
             raise  # the connection may be what failed: never use it again
         except BaseException:
             keep = True  # a domain error (not found, invalid transition) leaves it as good as it was
@@ -339,6 +386,16 @@ class Repository:
             # Left in a transaction only if something interrupted one.
             if not keep or held.conn.in_transaction:
                 self._discard(held)
+
+    def _open_for_request(self) -> sqlite3.Connection:
+        try:
+            return self._open()
+        except DatabaseError as error:
+            reason = storage_reason(error.__cause__)
+            if reason is None:
+                raise
+            self.storage.verify_path()  # the file gone is the cause to report, if it is
+            raise self.storage.failed(reason, error.__cause__) from error
 
     def _keep(self, conn: sqlite3.Connection) -> _ThreadConnection:
         held = _ThreadConnection(conn)
@@ -355,27 +412,97 @@ class Repository:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back otherwise.
 
-        :raises DatabaseBusy: another process held the write lock past the busy timeout.
+        A write waits at most the busy timeout in all: queued behind the other
+        writes of this process, then for SQLite's lock (another process).
+
+        :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
+        :raises StorageFault: the file is not the one at its path any more, or the storage failed.
         """
-        # Bounded like SQLite's own wait, so a queue of writers in this process
-        # cannot hold a request longer than the busy timeout either.
-        if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
-            raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+        started = time.monotonic()
+        self._take_writer_slot(started)
         try:
-            with self._connection() as conn:
-                try:
-                    with _immediate(conn):
-                        yield conn
-                except sqlite3.OperationalError as error:
-                    if _is_busy(error):
-                        raise DatabaseBusy(str(error)) from error
-                    raise
+            if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
+                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+            try:
+                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors():
+                    try:
+                        self._sqlite_lock_wait_since = time.monotonic()
+                        with _immediate(conn, began=self._stop_waiting):
+                            yield conn
+                            # Last, so that nothing is committed into a file nobody will open again.
+                            self.storage.verify_path()
+                    except sqlite3.OperationalError as error:
+                        if _is_busy(error):
+                            raise DatabaseBusy(str(error)) from error
+                        raise
+                    finally:
+                        self._sqlite_lock_wait_since = None
+                self.storage.write_succeeded()
+            finally:
+                self._write_lock.release()
         finally:
-            self._write_lock.release()
+            if self._writer_slots is not None:
+                self._writer_slots.release()
+
+    def _stop_waiting(self) -> None:
+        self._sqlite_lock_wait_since = None
+
+    def _take_writer_slot(self, started: float) -> None:
+        """Wait for one of ``max_writers`` slots, unless the writes are stuck behind another process.
+
+        A write takes about a millisecond, so slots free up quickly and a burst
+        simply queues.  But while the write in front has waited in BEGIN
+        IMMEDIATE for STUCK_WRITE_SECONDS (another process holds SQLite's
+        lock; on its own, BEGIN takes microseconds), every write behind it
+        would wait up to the busy timeout, soon on every server thread, with
+        reads queued behind them: then one more write is refused at once.
+
+        :raises DatabaseBusy:
+        """
+        if self._writer_slots is None or self._writer_slots.acquire(blocking=False):
+            return
+        deadline = started + self._busy_timeout_ms / 1000
+        while True:
+            since = self._sqlite_lock_wait_since
+            if since is not None and time.monotonic() - since > STUCK_WRITE_SECONDS:
+                raise DatabaseBusy(f"{self._max_writers} writes are waiting for a database lock that another "
+                                   f"process has held for over {STUCK_WRITE_SECONDS} s")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+            if self._writer_slots.acquire(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
+                return
+
+    @contextlib.contextmanager
+    def _busy_wait_left(self, conn: sqlite3.Connection, started: float) -> Iterator[None]:
+        # A write that queued here first waits for SQLite's lock only for what
+        # is left of its busy timeout.  Set (and put back) only after a real
+        # wait: two statements a write would otherwise cost for nothing.
+        waited_ms = int((time.monotonic() - started) * 1000)
+        if waited_ms < 10:
+            yield
+            return
+        conn.execute(f"PRAGMA busy_timeout = {max(self._busy_timeout_ms - waited_ms, 0)}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """SQLite errors that mean the storage failed, as StorageFault (recorded, logged once)."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            reason = storage_reason(error)
+            if reason is None:
+                raise
+            raise self.storage.failed(reason, error) from error
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._connection() as conn:
+        with self._connection() as conn, self._storage_errors():
             try:
                 yield conn
             except sqlite3.OperationalError as error:
@@ -401,7 +528,7 @@ class Repository:
         with contextlib.suppress(sqlite3.Error):
             # mode=rw: never create a file that is gone by now; timeout=0: never
             # hold up a shutdown for another process.
-            conn = sqlite3.connect(Path(self.db_path).resolve().as_uri() + "?mode=rw", uri=True, timeout=0)
+            conn = sqlite3.connect(self._uri, uri=True, timeout=0)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             finally:
@@ -410,10 +537,21 @@ class Repository:
     # --- queries -----------------------------------------------------------
 
     def ping(self) -> None:
-        """A real round trip to the database file.
+        """A real round trip to the database file, and while writes are failing, a real write.
 
+        :raises StorageFault: the file is not the one at its path, was found damaged, or writes still fail.
         :raises DatabaseError: or sqlite3.Error when the database cannot answer.
         """
+        self.storage.verify_path()
+        self.storage.verify_undamaged()
+        if self.storage.fault is not None:
+            # Nobody may write while the health check says 503 (a load balancer
+            # takes the server out), so the check itself tries one.
+            with self._write() as conn:
+                # As large as the largest write a request makes, so that a disk
+                # with room for a few pages but not for a create is still full.
+                conn.execute("INSERT OR REPLACE INTO write_probe (id, payload, written_at) VALUES (1, zeroblob(?), ?)",
+                             (WRITE_PROBE_BYTES, lifecycle.format_timestamp(self._clock())))
         with self._read() as conn:
             conn.execute("SELECT count(*) FROM settings").fetchone()
 

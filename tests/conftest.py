@@ -52,10 +52,10 @@ def start_server(tmp_path):
     """Start ``deployapi serve`` (port 0 unless given); every server is stopped after the test."""
     started: list[Server] = []
 
-    def start(*args: str, cwd=None, env=None) -> Server:
+    def start(*args: str, cwd=None, env=None, **process) -> Server:
         if "--port" not in args and "DEPLOYAPI_PORT" not in (env or {}):
             args = (*args, "--port", "0")
-        server = Server(*args, cwd=cwd or tmp_path, env=env)
+        server = Server(*args, cwd=cwd or tmp_path, env=env, **process)
         started.append(server)
         return server
 

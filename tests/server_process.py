@@ -26,11 +26,14 @@ class Server:
     the pipe and blocks the server) and kept in ``stderr_text``.
     """
 
-    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 15):
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 15,
+                 wrapper: tuple[str, ...] = (), preexec_fn=None):
+        """``wrapper``: a command that runs ``deployapi serve ARGS`` (appended to it) by exec, keeping its pid;
+        ``preexec_fn``: run in the child before it starts (to set resource limits)."""
         environment = {**os.environ, **(env or {})}
         self.process = subprocess.Popen(
-            [DEPLOYAPI, "serve", *args], cwd=cwd, env=environment,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [*wrapper, DEPLOYAPI, "serve", *args], cwd=cwd, env=environment,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
         )
         self._stderr: list[str] = []
         self._stderr_reader = threading.Thread(target=self._stderr.extend, args=(self.process.stderr,), daemon=True)

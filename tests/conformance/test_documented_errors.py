@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 from builders import create_body
@@ -20,6 +21,7 @@ from werkzeug.test import Client
 from deployapi import create_app
 from deployapi.app import HANDLERS, DeployAPI, load_openapi
 from deployapi.repository import DatabaseBusy, Repository
+from deployapi.storage import StorageFault
 
 DOCUMENT = load_openapi()
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -189,6 +191,15 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
         return send(client, method, path)
     if code == "database_busy":
         return provoke_database_busy(method, path, app=app, client=client, monkeypatch=monkeypatch)
+    if code == "storage_unavailable":
+        if method == "POST":
+            # The file removed while the server has it open: nothing may be acknowledged into it.
+            target = deployment_that_can(client, action) if action else UNKNOWN_ID
+            Path(app.repository.db_path).rename(app.repository.db_path + ".moved")
+            return send(client, method, path, deployment_id=target)
+        # Reads meet it when the storage fails under them (an I/O error, a damaged page).
+        failing_handler(StorageFault("disk I/O error"), method, path, app=app, monkeypatch=monkeypatch)
+        return send(client, method, path)
     if code == "unavailable":
         app.repository.close()
         return send(client, method, path)

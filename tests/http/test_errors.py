@@ -191,3 +191,31 @@ def test_an_accept_header_over_1_kib_is_431_and_not_parsed(client, created):
     assert client.get("/events", headers={"Accept": "a/b," * 300}).status_code == 431
     # Where the format is chosen by ?format=, Accept is not read at all.
     assert client.get("/events?format=json", headers={"Accept": "a/b," * 300}).status_code == 200
+
+
+def test_damaged_pages_are_a_503_with_retry_after_and_one_log_line_not_a_500(tmp_path, caplog):
+    from deployapi import create_app
+
+    path = tmp_path / "damaged.db"
+    app = create_app(path)
+    client = Client(app)
+    for n in range(300):
+        assert client.post("/deployments", json=create_body(version=f"1.{n}")).status_code == 201
+    app.close()  # folds the WAL back: every page is in the main file now
+    with sqlite3.connect(path) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    with open(path, "r+b") as damaged:
+        damaged.seek((pages // 2) * 4096)
+        damaged.write(b"\xde\xad" * 2048 * (pages // 2))
+    app = create_app(path)
+    try:
+        client = Client(app)
+        answers = [client.get("/deployments?limit=200"), client.get("/deployments?limit=200&environment=staging")]
+        for response in answers:
+            body = assert_problem(response, 503, "storage_unavailable")
+            assert int(response.headers["Retry-After"]) > 0 and "nothing was written" in body["detail"]
+        assert client.get("/healthz").status_code == 503
+        faults = [r for r in caplog.records if "storage fault" in r.getMessage()]
+        assert len(faults) == 1 and not any(r.exc_info for r in caplog.records)
+    finally:
+        app.close()

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from deployapi.handlers import deployment_json
 from deployapi.lifecycle import ActionRequest, InvalidTransition, SelfApproval
 from deployapi.listing import ListQuery, Position
-from deployapi.repository import WAL_AUTOCHECKPOINT_PAGES, DatabaseError, DeploymentNotFound, Repository, schema_sql
+from deployapi.repository import (
+    JOURNAL_SIZE_LIMIT_BYTES,
+    WAL_AUTOCHECKPOINT_PAGES,
+    DatabaseError,
+    DeploymentNotFound,
+    Repository,
+    schema_sql,
+)
 
 
 def table_names(path) -> set[str]:
@@ -41,11 +48,28 @@ def test_start_up_creates_the_schema_in_wal_mode(db_path, repo):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_connections_commit_to_disk_and_checkpoint_every_ten_thousand_pages(repo):
+def test_connections_commit_to_disk_and_checkpoint_every_thousand_pages(repo):
     # Per-connection settings (ADR 0007): each connection the repository opens carries them.
     with repo._read() as conn:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_AUTOCHECKPOINT_PAGES == 10_000
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_AUTOCHECKPOINT_PAGES == 1000
+        assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == JOURNAL_SIZE_LIMIT_BYTES == 8 * 2**20
+
+
+def test_the_wal_shrinks_back_after_a_long_read_let_it_grow(db_path, repo):
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM deployments").fetchone()  # holds a snapshot: no checkpoint can pass it
+    for _ in range(800):
+        repo.create_deployment(new_deployment())
+    wal = db_path.with_name(db_path.name + "-wal")
+    grown = wal.stat().st_size
+    reader.execute("COMMIT")
+    reader.close()
+    for _ in range(200):  # the next checkpoints complete, the WAL starts over and is cut back
+        repo.create_deployment(new_deployment())
+    assert grown > 3 * JOURNAL_SIZE_LIMIT_BYTES
+    assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT_BYTES
 
 
 def test_start_up_is_idempotent_and_keeps_data(db_path, repo):

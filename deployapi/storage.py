@@ -1,0 +1,135 @@
+"""Whether the database file can still keep what the API acknowledges.
+
+A server that answers 201 for writes that are not kept is worse than one that
+answers 503.  Two kinds of fault are watched here, for the Repository:
+
+- **The file at the path is no longer the file that is open.**  SQLite keeps
+  working on open descriptors when the file or its directory is removed, or
+  another file is moved into its place: every write then lands in a file nobody
+  will ever open again.  Before each commit the path is looked up
+  (``os.stat``) and compared with the device and inode recorded at start-up.
+- **The storage refuses or damages writes**: disk full, read-only file system,
+  I/O errors, a corrupt or unreadable file.  SQLite reports those with their
+  own result codes (:data:`STORAGE_ERRORS`).
+
+Either makes a :class:`StorageFault` (503 ``storage_unavailable`` with
+``Retry-After``).  The first fault, and a change of reason, are logged as one
+WARNING line; the recovery (a write that commits again) as one INFO line: no
+traceback per request.  While a fault lasts, ``/healthz`` answers 503.  A
+damaged file does not heal when a write succeeds: that fault lasts until the
+server is restarted (after ``deployapi check`` and, if need be, a restore).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+logger = logging.getLogger("deployapi")
+
+# The same fault is logged again at most this often: a disk with room for
+# small writes but not for large ones flips between failing and recovering.
+REPEAT_LOG_SECONDS = 60.0
+
+# SQLite's primary result codes (the low byte of an extended code) that mean
+# the storage, not the request, failed.  DAMAGE: the ones a later successful
+# write does not undo.
+STORAGE_ERRORS = {
+    sqlite3.SQLITE_PERM: "permission denied",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_CORRUPT: "damaged database file",
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_CANTOPEN: "cannot open the database file",
+    sqlite3.SQLITE_NOTADB: "not a database file",
+}
+DAMAGE = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+class StorageFault(RuntimeError):
+    """The database cannot keep writes now: nothing was written by the request that met this."""
+
+
+def storage_reason(error: BaseException) -> str | None:
+    """What storage failure an SQLite error reports, or None when it is not one."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    return STORAGE_ERRORS.get(code & 0xFF)
+
+
+def is_damage(error: BaseException | None) -> bool:
+    """Whether an SQLite error says the file itself is damaged."""
+    return (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF in DAMAGE
+
+
+class FileWatch:
+    """The health of one database file: is it still the one at its path, and did the last write fail?"""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._identity = _identity(path)
+        self._fault: str | None = None
+        self._damage: str | None = None  # lasts until restart
+        self._logged: dict[str, float] = {}  # reason -> when last logged
+        self._lock = threading.Lock()
+
+    @property
+    def fault(self) -> str | None:
+        """Why writes are failing now, or None."""
+        return self._fault
+
+    def verify_undamaged(self) -> None:
+        """:raises StorageFault: when the file was found damaged since start-up."""
+        if self._damage is not None:
+            raise StorageFault(self._damage)
+
+    def verify_path(self) -> None:
+        """:raises StorageFault: when the path no longer names the file that is open."""
+        try:
+            found = _identity(self.path)
+        except FileNotFoundError:
+            raise self.failed(f"{self.path} no longer exists (removed, or its directory or volume gone) "
+                              "while deployapi has it open") from None
+        except OSError as error:
+            raise self.failed(f"{self.path} cannot be looked up: {error.strerror}") from None
+        if found != self._identity:
+            raise self.failed(f"{self.path} is another file now (replaced while deployapi had it open)")
+
+    def failed(self, reason: str, cause: BaseException | None = None) -> StorageFault:
+        """Record a fault (logged when it is new, at most once a minute per reason) and return the error to raise."""
+        now = time.monotonic()
+        if is_damage(cause):
+            reason += ": run deployapi check, restore from a backup if it fails, and restart"
+        with self._lock:
+            self._fault = reason
+            if is_damage(cause):
+                self._damage = reason
+            log = now - self._logged.get(reason, -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS
+            if log:
+                self._logged[reason] = now
+        if log:
+            detail = f" ({cause})" if cause is not None else ""
+            logger.warning("storage fault: %s%s; writes are refused with 503 until one succeeds", reason, detail)
+        return StorageFault(reason)
+
+    def write_succeeded(self) -> None:
+        """A write committed: the storage takes writes again."""
+        if self._fault is None:  # the usual case: no lock
+            return
+        now = time.monotonic()
+        with self._lock:
+            was, self._fault = self._fault, None
+            log = was is not None and now - self._logged.get("", -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS
+            if log:
+                self._logged[""] = now
+        if log:
+            logger.info("storage recovered: a write committed again (after: %s)", was)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
