@@ -163,7 +163,7 @@ def serve(flags: dict) -> int:
     print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
           flush=True)
     try:
-        _run_until_stopped(server, stopping)
+        _run_until_stopped(server, stopping, before_threads_end=app.repository.checkpoint)
     finally:
         app.close()
     print("deployapi stopped", flush=True)
@@ -175,7 +175,7 @@ def _urls(server) -> str:
     return " ".join(f"http://{f'[{h}]' if ':' in str(h) else h}:{p}/" for h, p in listening)
 
 
-def _run_until_stopped(server, stopping: list[int]) -> None:
+def _run_until_stopped(server, stopping: list[int], before_threads_end=lambda: None) -> None:
     """Serve until a signal arrives, then stop accepting and answer what was already received.
 
     waitress's own run() stops its event loop at once on SIGINT, so answers
@@ -200,6 +200,8 @@ def _run_until_stopped(server, stopping: list[int]) -> None:
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline and any(_busy(listener) for listener in listeners):
         wasyncore.loop(timeout=0.05, map=socket_map, count=1)
+    # While the worker threads, and the connections they hold, are still there.
+    before_threads_end()
     for listener in listeners:
         listener.task_dispatcher.shutdown(timeout=1)
     wasyncore.close_all(socket_map)

@@ -28,6 +28,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from . import identities
 from .errors import PROBLEM_MIMETYPE, ApiError, problem_response
 from .lifecycle import DomainError, FieldProblem, ValidationFailed
 from .repository import DeploymentNotFound, Repository, StoredResponse, WriteTransaction
@@ -56,7 +57,8 @@ def key_from(request: Request) -> str | None:
 
 def fingerprint(request: Request, payload: dict[str, Any], identity: str | None) -> str:
     """What makes two requests "the same": method, path, caller and body (key order and spacing aside)."""
-    canonical = json.dumps([request.method, request.path, identity, payload], sort_keys=True,
+    person = identities.key(identity) if identity else None
+    canonical = json.dumps([request.method, request.path, person, payload], sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -69,7 +71,8 @@ def run_once(repository: Repository, caller: str | None, key: str, request_finge
 
     :raises ApiError: 422 idempotency_key_reused when the key answered a different request.
     """
-    owner = caller or ""
+    # One person, one key space, however the proxy spells them this time.
+    owner = identities.key(caller) if caller else ""
     with repository.transaction() as tx:
         stored = tx.stored_response(owner, key)
         if stored is not None:

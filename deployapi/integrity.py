@@ -27,7 +27,9 @@ from .repository import EVENTS_WITH_CONTENT_SQL, SCHEMA_VERSION, event_with_cont
 SHOWN_IDS = 20
 # Tables and triggers that schema.sql has but a database of an older version
 # does not yet (the server adds them when it upgrades the file): name -> version.
-ADDED_IN = {"deployments_creation_is_fixed": 4, "write_probe": 4}
+ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4}
+# The hash chain exists from schema version 3 on.
+CHAIN_SINCE = 3
 _ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-f]{64})")
 
 
@@ -221,6 +223,11 @@ def _chain_results(conn: sqlite3.Connection, version: int, anchors: tuple[Anchor
     before the file was upgraded (up to ``chain_rehashed_through``), under the
     legacy encoding.
     """
+    if version < CHAIN_SINCE:
+        # Nothing to recompute yet: the server chains the history when it upgrades the file.
+        return [CheckResult("hash chain links every event to the one before"), *(
+            CheckResult(f"the history contains the anchored head {a.event_id}:{a.hash[:12]}…",
+                        (f"this file has no hash chain yet (schema version {version})",)) for a in anchors)]
     legacy_only = version < 4
     rehashed_through = 0 if legacy_only else _setting_int(conn, "chain_rehashed_through")
     legacy_wanted = legacy_only or any(a.event_id <= rehashed_through for a in anchors)

@@ -134,11 +134,17 @@ def _chain_existing_events(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE deployment_events SET hash = ? WHERE id = ?", (previous, event.id))
 
 
+class ChainBroken(sqlite3.DatabaseError):
+    """The history no longer fits its hash chain: upgrading would seal the change."""
+
+
 def _rechain_with_creation_content(conn: sqlite3.Connection) -> None:
     # Every event again under chain.ENCODING, created events sealing their
     # deployment's content.  Heads anchored before stay verifiable: check
-    # recomputes the legacy chain up to the event recorded here.
-    previous = chain.GENESIS
+    # recomputes the legacy chain up to the event recorded here.  The legacy
+    # chain is verified on the way: rehashing a history edited since it was
+    # hashed would make the edit look as if it had always been there.
+    previous = legacy = chain.GENESIS
     last_id = 0
     while True:
         batch = conn.execute(f"{EVENTS_WITH_CONTENT_SQL} WHERE e.id > ? ORDER BY e.id LIMIT 10000",
@@ -148,6 +154,12 @@ def _rechain_with_creation_content(conn: sqlite3.Connection) -> None:
         updates = []
         for row in batch:
             event, content = event_with_content(row)
+            legacy = chain.legacy_event_hash(event, legacy)
+            if event.hash != legacy:
+                raise ChainBroken(
+                    f"the history does not fit its hash chain from event {event.id} (deployment "
+                    f"{event.deployment_id}): run deployapi check on it before upgrading; the upgrade to schema "
+                    "version 4 rehashes the history and would make that change look original")
             previous = chain.event_hash(event, previous, content)
             updates.append((previous, event.id))
         conn.executemany("UPDATE deployment_events SET hash = ? WHERE id = ?", updates)
@@ -295,7 +307,9 @@ class Repository:
         self._sqlite_lock_wait_since: float | None = None
         self._closed = False
         self._initialise()
-        self.storage = FileWatch(self.db_path)
+        # The path as given, made absolute now (a later chdir must not move it);
+        # not resolved, so that a symlink pointed elsewhere is a replaced file.
+        self.storage = FileWatch(str(Path(self.db_path).absolute()))
 
     # --- connections and transactions -------------------------------------
 
@@ -367,7 +381,7 @@ class Repository:
         if held is not None and held.in_use:
             # A call made while this thread's connection is busy (a read
             # inside a write's transaction) gets a connection of its own.
-            yield from _one_off(self._open_for_request())
+            yield from _one_off(self._open_for_request(), self.storage)
             return
         if held is None or held.pid != os.getpid():
             held = self._local.connection = self._keep(self._open_for_request())
@@ -376,8 +390,14 @@ class Repository:
         try:
             yield held.conn
             keep = True
-        except (sqlite3.Error, StorageFault):
+        except sqlite3.Error:
             raise  # the connection may be what failed: never use it again
+        except StorageFault as fault:
+            # Kept when only a check of ours failed (no SQLite error behind
+            # it): the connection is sound, and while it stays open a removed
+            # -wal stays attached, to be copied into the file at a clean stop.
+            keep = not isinstance(fault.__cause__, sqlite3.Error)
+            raise
         except BaseException:
             keep = True  # a domain error (not found, invalid transition) leaves it as good as it was
             raise
@@ -388,17 +408,24 @@ class Repository:
                 self._discard(held)
 
     def _open_for_request(self) -> sqlite3.Connection:
+        # A new connection would start a new, empty -wal beside the database
+        # if the one in use was removed: that must be noticed before, not after.
+        self.storage.verify_undamaged()
+        self.storage.verify_path()
+        self.storage.verify_wal(learn=False)
         try:
-            return self._open()
+            conn = self._open()
         except DatabaseError as error:
             reason = storage_reason(error.__cause__)
             if reason is None:
                 raise
             self.storage.verify_path()  # the file gone is the cause to report, if it is
             raise self.storage.failed(reason, error.__cause__) from error
+        self.storage.connection_opened()
+        return conn
 
     def _keep(self, conn: sqlite3.Connection) -> _ThreadConnection:
-        held = _ThreadConnection(conn)
+        held = _ThreadConnection(conn, self.storage.connection_closed)
         with self._threads_lock:
             self._threads.add(held)
         return held
@@ -418,10 +445,13 @@ class Repository:
         :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
         :raises StorageFault: the file is not the one at its path any more, or the storage failed.
         """
+        # A damaged file stays refused, though a write that misses the damaged pages would succeed.
+        self.storage.verify_undamaged()
         started = time.monotonic()
         self._take_writer_slot(started)
         try:
-            if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
+            left = started + self._busy_timeout_ms / 1000 - time.monotonic()
+            if not self._write_lock.acquire(timeout=max(left, 0)):
                 raise DatabaseBusy("other writes of this process held the database past the busy timeout")
             try:
                 with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors():
@@ -431,6 +461,7 @@ class Repository:
                             yield conn
                             # Last, so that nothing is committed into a file nobody will open again.
                             self.storage.verify_path()
+                            self.storage.verify_wal()
                     except sqlite3.OperationalError as error:
                         if _is_busy(error):
                             raise DatabaseBusy(str(error)) from error
@@ -498,6 +529,10 @@ class Repository:
             reason = storage_reason(error)
             if reason is None:
                 raise
+            # A file removed or replaced under SQLite surfaces as I/O errors:
+            # report that cause, if it is the one.
+            self.storage.verify_path()
+            self.storage.verify_wal(learn=False)
             raise self.storage.failed(reason, error) from error
 
     @contextlib.contextmanager
@@ -513,11 +548,36 @@ class Repository:
     def close(self) -> None:
         """Close every thread's connection; later calls fail with DatabaseError."""
         self._closed = True
+        self.checkpoint()
         with self._threads_lock:
             held, self._threads = list(self._threads), weakref.WeakSet()
         for connection in held:
             connection.close()
         self._fold_wal_back()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file through a connection that already has it open.
+
+        If the -wal was removed from the directory while in use, this is how
+        its commits reach the file: a new connection would start an empty
+        -wal, and SQLite's own checkpoint when the last connection closes may
+        come too late (a connection with unfinished statements closes only
+        when they are gone, maybe after the process).  ``deployapi serve``
+        calls it when stopping, before its worker threads, which hold the
+        connections, end.  Only while a storage fault lasts: otherwise SQLite's
+        own checkpoint at the last close does this, and with a statement run
+        here on a worker's connection the -wal was seen to stay behind after
+        some clean stops.
+        """
+        if self.storage.fault is None:
+            return
+        with self._threads_lock:
+            held = list(self._threads)
+        for connection in held:
+            if connection.close.alive and not connection.in_use:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                return
 
     def _fold_wal_back(self) -> None:
         # SQLite copies the WAL into the file and removes it when the last
@@ -542,8 +602,9 @@ class Repository:
         :raises StorageFault: the file is not the one at its path, was found damaged, or writes still fail.
         :raises DatabaseError: or sqlite3.Error when the database cannot answer.
         """
-        self.storage.verify_path()
         self.storage.verify_undamaged()
+        self.storage.verify_path()
+        self.storage.verify_wal(learn=False)
         if self.storage.fault is not None:
             # Nobody may write while the health check says 503 (a load balancer
             # takes the server out), so the check itself tries one.
@@ -724,19 +785,24 @@ class Repository:
 class _ThreadConnection:
     """A thread's kept connection; closed when the thread ends and drops it, or by Repository.close()."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, closed: Callable[[], None]):
         self.conn = conn
         # After a fork the child must not use its parent's connections.
         self.pid = os.getpid()
         self.in_use = False
-        self.close = weakref.finalize(self, conn.close)
+        self.close = weakref.finalize(self, _close, conn, closed)
 
 
-def _one_off(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def _close(conn: sqlite3.Connection, closed: Callable[[], None]) -> None:
+    conn.close()
+    closed()
+
+
+def _one_off(conn: sqlite3.Connection, storage: FileWatch) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     finally:
-        conn.close()
+        _close(conn, storage.connection_closed)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ class ProblemErrorTask(ErrorTask):
         elif status == 431:
             problem = errors.header_too_large("request line and headers", MAX_REQUEST_HEADER_BYTES)
         elif status < 500:
-            problem = errors.ApiError(status, "bad_request", error.reason, f"malformed HTTP request: {error.body}")
+            problem = errors.ApiError(status, "bad_request", error.reason,
+                                      f"malformed HTTP request: {errors.shorten(str(error.body))}")
         else:
             problem = errors.ApiError(status, "internal_error", error.reason,
                                       "the server failed to handle the request; the error has been logged")

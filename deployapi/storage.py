@@ -8,6 +8,9 @@ answers 503.  Two kinds of fault are watched here, for the Repository:
   another file is moved into its place: every write then lands in a file nobody
   will ever open again.  Before each commit the path is looked up
   (``os.stat``) and compared with the device and inode recorded at start-up.
+  The same for the ``-wal`` beside it, which holds every commit since the last
+  checkpoint: removed while the server runs, it takes those commits and every
+  later one with it.
 - **The storage refuses or damages writes**: disk full, read-only file system,
   I/O errors, a corrupt or unreadable file.  SQLite reports those with their
   own result codes (:data:`STORAGE_ERRORS`).
@@ -71,9 +74,16 @@ class FileWatch:
 
     def __init__(self, path: str):
         self.path = path
+        self.wal_path = path + "-wal"
         self._identity = _identity(path)
+        # The -wal this process writes to, learnt at the first commit while
+        # connections are open.  SQLite removes the -wal when the last
+        # connection closes and starts a new one after that, so it is forgotten
+        # only then: while one stays open, a new -wal is another file.
+        self._wal_identity: tuple[int, int] | None = None
+        self._connections = 0
         self._fault: str | None = None
-        self._damage: str | None = None  # lasts until restart
+        self._damage: str | None = None  # a lasting fault: until restart
         self._logged: dict[str, float] = {}  # reason -> when last logged
         self._lock = threading.Lock()
 
@@ -83,7 +93,7 @@ class FileWatch:
         return self._fault
 
     def verify_undamaged(self) -> None:
-        """:raises StorageFault: when the file was found damaged since start-up."""
+        """:raises StorageFault: when a lasting fault (a damaged file, a lost -wal) was found since start-up."""
         if self._damage is not None:
             raise StorageFault(self._damage)
 
@@ -93,27 +103,67 @@ class FileWatch:
             found = _identity(self.path)
         except FileNotFoundError:
             raise self.failed(f"{self.path} no longer exists (removed, or its directory or volume gone) "
-                              "while deployapi has it open") from None
+                              "while deployapi has it open", lasting=True) from None
         except OSError as error:
             raise self.failed(f"{self.path} cannot be looked up: {error.strerror}") from None
         if found != self._identity:
-            raise self.failed(f"{self.path} is another file now (replaced while deployapi had it open)")
+            raise self.failed(f"{self.path} is another file now (replaced while deployapi had it open)",
+                              lasting=True)
 
-    def failed(self, reason: str, cause: BaseException | None = None) -> StorageFault:
-        """Record a fault (logged when it is new, at most once a minute per reason) and return the error to raise."""
+    def verify_wal(self, *, learn: bool = True) -> None:
+        """:raises StorageFault: when the -wal was removed or replaced.
+
+        Inside a write transaction (the -wal is open then), ``learn`` records it
+        when it is not known yet; outside one, pass ``learn=False``: only a -wal
+        already known is checked.
+        """
+        if not learn and self._wal_identity is None:
+            return
+        try:
+            found = _identity(self.wal_path)
+        except FileNotFoundError:
+            raise self.failed(f"{self.wal_path} no longer exists (removed while deployapi had it open); stop "
+                              "deployapi cleanly (SIGTERM) so that it copies what the removed -wal holds into the "
+                              "database, then run deployapi check", lasting=True) from None
+        except OSError as error:
+            raise self.failed(f"{self.wal_path} cannot be looked up: {error.strerror}") from None
+        if self._wal_identity is None:
+            self._wal_identity = found
+        elif found != self._wal_identity:
+            raise self.failed(f"{self.wal_path} is another file now (replaced while deployapi had it open); stop "
+                              "deployapi cleanly, then run deployapi check", lasting=True)
+
+    def connection_opened(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def connection_closed(self) -> None:
+        """A connection was closed; after the last one, the -wal may be new at the next commit."""
+        with self._lock:
+            self._connections -= 1
+            if self._connections <= 0:
+                self._connections, self._wal_identity = 0, None
+
+    def failed(self, reason: str, cause: BaseException | None = None, *, lasting: bool = False) -> StorageFault:
+        """Record a fault (logged when it is new, at most once a minute per reason) and return the error to raise.
+
+        ``lasting``: a later successful write does not end it (nor does it for a damaged file); a restart does.
+        """
         now = time.monotonic()
         if is_damage(cause):
             reason += ": run deployapi check, restore from a backup if it fails, and restart"
+            lasting = True
         with self._lock:
             self._fault = reason
-            if is_damage(cause):
+            if lasting:
                 self._damage = reason
             log = now - self._logged.get(reason, -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS
             if log:
                 self._logged[reason] = now
         if log:
             detail = f" ({cause})" if cause is not None else ""
-            logger.warning("storage fault: %s%s; writes are refused with 503 until one succeeds", reason, detail)
+            until = "deployapi is restarted" if lasting else "one succeeds"
+            logger.warning("storage fault: %s%s; writes are refused with 503 until %s", reason, detail, until)
         return StorageFault(reason)
 
     def write_succeeded(self) -> None:

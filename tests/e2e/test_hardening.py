@@ -119,6 +119,21 @@ def test_a_database_file_replaced_under_the_server_stops_writes(tmp_path, start_
     assert_logged_once(server)
 
 
+def test_a_wal_removed_under_the_server_stops_writes(tmp_path, start_server):
+    db = tmp_path / "deployapi.db"
+    server = start_server("--db", str(db))
+    assert server.request("POST", "/deployments", create_body())[0] == 201
+    (tmp_path / "deployapi.db-wal").unlink()  # a careless clean-up while the server runs
+    assert_refused_as_storage_fault(creates(server, 10))
+    assert server.request("GET", "/healthz")[0] == 503
+    assert_logged_once(server)
+    # Its connections still hold the removed -wal: a clean stop copies it into the file.
+    assert server.stop() == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM deployments").fetchone()[0] == 1
+    assert run_command("check", "--db", str(db), cwd=tmp_path).returncode == 0
+
+
 def test_restarting_on_a_missing_database_warns_and_require_existing_refuses(tmp_path, start_server):
     server = start_server("--db", str(tmp_path / "mistyped.db"))
     assert wait_until(lambda: "no database at" in server.stderr_text)

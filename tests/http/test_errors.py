@@ -215,6 +215,8 @@ def test_damaged_pages_are_a_503_with_retry_after_and_one_log_line_not_a_500(tmp
             body = assert_problem(response, 503, "storage_unavailable")
             assert int(response.headers["Retry-After"]) > 0 and "nothing was written" in body["detail"]
         assert client.get("/healthz").status_code == 503
+        # A write that misses the damaged pages would commit: it is refused all the same.
+        assert_problem(client.post("/deployments", json=create_body()), 503, "storage_unavailable")
         faults = [r for r in caplog.records if "storage fault" in r.getMessage()]
         assert len(faults) == 1 and not any(r.exc_info for r in caplog.records)
     finally:

@@ -131,6 +131,16 @@ def test_another_user_cannot_squat_a_predictable_key(trusted_app):
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.get_json() == alice.get_json()
 
 
+def test_one_person_has_one_key_space_however_the_proxy_spells_them(trusted_app):
+    client = Client(trusted_app)
+    key = {"Idempotency-Key": "release-8"}
+    body = create_body(requester=None)
+    first = client.post("/deployments", json=body, headers=key, environ_base=as_user("Alice"))
+    retry = client.post("/deployments", json=body, headers=key, environ_base=as_user("alice"))
+    assert first.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.get_json() == first.get_json()
+
+
 def test_whether_someone_else_used_a_key_cannot_be_probed(trusted_app):
     client = Client(trusted_app)
     key = {"Idempotency-Key": "release-7"}

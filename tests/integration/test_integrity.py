@@ -213,6 +213,21 @@ def test_a_version_3_database_is_rechained_and_its_old_anchors_still_verify(tmp_
     assert failed(path)[CONTENT] == ("01v3deployment000000000001",)
 
 
+def test_a_version_3_database_whose_chain_is_already_broken_is_not_upgraded_over_it(tmp_path):
+    from deployapi.repository import DatabaseError
+
+    path = build_v3_database(tmp_path)
+    edit(path, "UPDATE deployment_events SET actor = 'mallory' WHERE id = 1")
+    with sqlite3.connect(path) as conn:
+        before = conn.execute("SELECT id, actor, hash FROM deployment_events ORDER BY id").fetchall()
+    with pytest.raises(DatabaseError, match="does not fit its hash chain from event 1"):
+        Repository(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT id, actor, hash FROM deployment_events ORDER BY id").fetchall() == before
+    assert failed(path)[CHAIN][0].startswith("event 1 ")  # still there for check to show
+
+
 def test_keys_stored_before_the_upgrade_keep_only_answers_that_changed_something(tmp_path):
     path = build_v3_database(tmp_path)
     Repository(path).close()

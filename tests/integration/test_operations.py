@@ -6,6 +6,7 @@ import dataclasses
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,7 @@ def test_a_version_1_database_is_upgraded_on_start_up_keeping_its_history(tmp_pa
     path = tmp_path / "v1.db"
     shutil.copyfile(_build_v1_database(tmp_path), path)
     before = check_database(path)
+    assert before.ok, before.lines()  # a version-1 file has no chain yet, and that is no failure
     repository = Repository(path)
     try:
         with sqlite3.connect(path) as conn:
@@ -270,6 +272,47 @@ def test_a_newer_database_is_refused_without_being_changed(db_path, repo):
         Repository(db_path)
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_write_waits_at_most_one_busy_timeout_for_a_slot_and_the_lock_together(tmp_path):
+    from deployapi.repository import DatabaseBusy
+
+    repository = Repository(tmp_path / "deadline.db", busy_timeout_ms=1000, max_writers=2)
+    answered: list[float] = []
+    started = time.monotonic()
+
+    def slow_write():  # holds the lock 1.6 s inside its transaction (not waiting for SQLite)
+        with repository.transaction() as tx:
+            tx.create_deployment(new_deployment())
+            time.sleep(1.6)
+
+    def write():
+        try:
+            repository.create_deployment(new_deployment())
+        except DatabaseBusy:
+            pass
+        answered.append(time.monotonic() - started)
+
+    holder = threading.Thread(target=slow_write)
+    holder.start()
+    time.sleep(0.1)
+    writers = [threading.Thread(target=write) for _ in range(2)]  # one waits for the lock, one for a slot
+    for thread in writers:
+        thread.start()
+    for thread in (holder, *writers):
+        thread.join(5)
+    repository.close()
+    assert len(answered) == 2 and max(answered) < 1.1 + 0.3, answered
+
+
+def test_a_relative_database_path_still_works_after_the_process_changes_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    repository = Repository("relative.db")
+    try:
+        monkeypatch.chdir("/")
+        assert repository.create_deployment(new_deployment()).status == "pending_approval"
+    finally:
+        repository.close()
 
 
 def test_writers_queued_in_one_process_give_up_after_the_busy_timeout(tmp_path):
