@@ -56,13 +56,8 @@ class Server:
     def request(self, method: str, path: str, body: object = None, headers: dict | None = None):
         """(status, headers, decoded JSON body or None)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json", **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.headers, _json(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, _json(error.read())
+        status, response_headers, answer = http_request(method, self.url + path, data, headers)
+        return status, response_headers, _json(answer)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         """Send ``sig`` (if still running) and wait for the exit code."""
@@ -76,6 +71,21 @@ class Server:
         self._stderr_reader.join(5)
         self.process.stdout.close()
         return code
+
+
+def http_request(method: str, url: str, data: bytes | None = None, headers: dict | None = None,
+                 timeout: float = 10):
+    """(status, headers, body bytes) of one request sent as JSON; an error status is an answer too.
+
+    :raises OSError: no answer within ``timeout`` or no connection.
+    """
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
 
 
 def _json(data: bytes):
