@@ -452,9 +452,14 @@ class Repository:
         return [_rows_to_environment_state(list(pair_rows)) for _, pair_rows in pairs]
 
     def dora_metrics(self, query: DoraQuery) -> DoraMetrics:
-        """The DORA metrics of the query's scope and window, computed from events (see docs/metrics.md)."""
+        """The DORA metrics of the query's scope and window (see docs/metrics.md).
+
+        Read from deployment_steps, or from the events themselves while it does
+        not hold them all (a database made before it, not yet backfilled).
+        """
         with self._read() as conn:
-            rows = conn.execute(_DORA_SQL, (query.service, query.environment, query.since, query.until)).fetchall()
+            sql = _DORA_SQL if _derived_rows_cover(conn, 0) else _DORA_FROM_EVENTS_SQL
+            rows = conn.execute(sql, (query.service, query.environment, query.since, query.until)).fetchall()
         durations = {row["metric"]: Durations(row["samples"], row["median"], row["p90"]) for row in rows}
         first = rows[0]
         return DoraMetrics(
@@ -489,20 +494,18 @@ class Repository:
 
         Ids are assigned inside the single writing transaction, so every
         snapshot holds a gap-free prefix of them: a reader that resumes after
-        the last id it saw misses nothing and sees nothing twice.
+        the last id it saw misses nothing and sees nothing twice.  A page
+        narrowed by service or environment is read from deployment_event_scopes
+        once that holds every event after ``after``.
         """
-        conditions, parameters = ["e.id > ?"], [after]
-        for column, value in (("d.service", service), ("d.environment", environment), ("e.type", event_type)):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                parameters.append(value)
+        scope = {name: value for name, value in (("service", service), ("environment", environment))
+                 if value is not None}
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM deployment_events e"
-                " JOIN deployments d ON d.id = e.deployment_id"
-                f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?",
-                (*parameters, limit),
-            ).fetchall()
+            if scope and _derived_rows_cover(conn, after):
+                sql, parameters = _scoped_feed_sql(after, limit, scope, event_type)
+            else:
+                sql, parameters = _feed_sql(after, limit, scope, event_type)
+            rows = conn.execute(sql, parameters).fetchall()
         return [_row_to_event(row) for row in rows]
 
     def event_context(self, events: list[Event]) -> dict[int, tuple[Deployment, bool]]:
@@ -793,13 +796,93 @@ def _seconds_between(start: str, end: str) -> str:
     return f"({microseconds(end)} - {microseconds(start)}) / 1e6"
 
 
-# Every event a metric needs belongs to a deployment whose last event
-# (updated_at) is at or after `since`, and which is neither pending nor
-# rejected; those deployments are found by index and their events by the
-# (deployment_id, sequence) index.  Percentiles are nearest-rank: of n sorted
-# values, the one at rank ceil(p * n), computed as (100p * n + 99) / 100 in
-# integer arithmetic.  One row per duration metric; the counts and rates repeat.
+def _percentiles(metric: str, samples: str) -> str:
+    """SQL for one row of the DORA summaries: how many values ``samples`` has in its ``seconds``
+    column, and their nearest-rank median and 90th percentile.
+
+    Of n sorted values the p-th percentile is the one at rank ceil(p * n),
+    computed as (100p * n + 99) / 100 in integer arithmetic.  With no values:
+    a count of 0 and NULLs.
+    """
+    return (f"SELECT '{metric}' AS metric, count(*) AS samples,"
+            " max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS median,"
+            " max(CASE WHEN rank = (90 * n + 99) / 100 THEN seconds END) AS p90"
+            " FROM (SELECT seconds, row_number() OVER (ORDER BY seconds) AS rank, count(*) OVER () AS n"
+            f" FROM {samples})")
+
+
+# The last part of both DORA statements: one row per duration metric, from a
+# `summaries` CTE (metric, samples, median, p90); the counts and rates repeat.
+_DORA_ANSWER = """
+SELECT summaries.metric, summaries.samples, summaries.median, summaries.p90,
+    counts.succeeded, counts.started, counts.failed_changes, counts.unrestored_failures,
+    counts.succeeded / counts.window_days AS deployment_frequency_per_day,
+    CAST(counts.failed_changes AS REAL) / nullif(counts.started, 0) AS change_failure_rate
+FROM summaries CROSS JOIN counts
+"""
+
+
+def _steps_in_window(step: str) -> str:
+    """SQL (a FROM clause) for the deployment_steps rows ``s`` of one step in the scope and window.
+
+    One range of the table's primary key per (service, environment) pair:
+    the cost follows the steps in the window, not the history around it.
+    """
+    return ("scope CROSS JOIN parameters CROSS JOIN deployment_steps AS s"
+            " WHERE s.service = scope.service AND s.environment = scope.environment"
+            f" AND s.step = '{step}' AND s.at >= parameters.since AND s.at < parameters.until")
+
+
+# From deployment_steps, which the schema's trigger fills as events are
+# appended (schema.sql): every count and duration is one range per pair and
+# step, and each failure's restore is one seek for the first later success.
+# The answers are those of _DORA_FROM_EVENTS_SQL (docs/metrics.md).
 _DORA_SQL = f"""
+WITH RECURSIVE
+parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
+{_SCOPE_CTE},
+-- Each failed change failed in the window, and the first success strictly
+-- after it on the same service and environment (NULL if none yet), which may
+-- come after `until`.
+failures AS MATERIALIZED (
+    SELECT s.at AS failed_at,
+        (SELECT later.at FROM deployment_steps AS later
+         WHERE later.service = s.service AND later.environment = s.environment
+           AND later.step = 'succeeded' AND later.at > s.at
+         ORDER BY later.at LIMIT 1) AS restored_at
+    FROM {_steps_in_window('failed')}
+),
+restore_samples (seconds) AS (
+    SELECT {_seconds_between('failed_at', 'restored_at')} FROM failures WHERE restored_at IS NOT NULL
+),
+approval_samples (seconds) AS (SELECT s.seconds FROM {_steps_in_window('approved')}),
+duration_samples (seconds) AS (SELECT s.seconds FROM {_steps_in_window('finished')}),
+summaries AS (
+    {_percentiles('time_to_restore', 'restore_samples')}
+    UNION ALL {_percentiles('approval_lead_time', 'approval_samples')}
+    UNION ALL {_percentiles('deploy_duration', 'duration_samples')}
+),
+counts AS MATERIALIZED (
+    SELECT
+        (SELECT count(*) FROM {_steps_in_window('succeeded')}) AS succeeded,
+        (SELECT count(*) FROM {_steps_in_window('started')}) AS started,
+        -- filed under the time their deployment started
+        (SELECT count(*) FROM {_steps_in_window('failed_change')}) AS failed_changes,
+        (SELECT count(*) FROM failures WHERE restored_at IS NULL) AS unrestored_failures,
+        {_seconds_between('since', 'until')} / 86400 AS window_days
+    FROM parameters
+)
+{_DORA_ANSWER}"""
+
+
+# The same answers from the events themselves, for a database whose older
+# events deployment_steps does not hold yet (see _derived_rows_cover).  Every
+# event a metric needs belongs to a deployment whose last event (updated_at)
+# is at or after `since`, and which is neither pending nor rejected; those
+# deployments are found by index and their events by the (deployment_id,
+# sequence) index.  So a window in the past also reads every deployment
+# changed after it.
+_DORA_FROM_EVENTS_SQL = f"""
 WITH RECURSIVE
 parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
 {_SCOPE_CTE},
@@ -854,16 +937,12 @@ samples (metric, seconds) AS (
     FROM lifecycles, parameters
     WHERE finished_at >= since AND finished_at < until
 ),
-ranked AS (
-    SELECT metric, seconds, row_number() OVER (PARTITION BY metric ORDER BY seconds) AS rank,
-        count(*) OVER (PARTITION BY metric) AS n
-    FROM samples
-),
 summaries AS (
-    SELECT metric, count(*) AS samples,
-        max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS median,
-        max(CASE WHEN rank = (90 * n + 99) / 100 THEN seconds END) AS p90
-    FROM ranked GROUP BY metric
+    {_percentiles('time_to_restore', "(SELECT seconds FROM samples WHERE metric = 'time_to_restore')")}
+    UNION ALL
+    {_percentiles('approval_lead_time', "(SELECT seconds FROM samples WHERE metric = 'approval_lead_time')")}
+    UNION ALL
+    {_percentiles('deploy_duration', "(SELECT seconds FROM samples WHERE metric = 'deploy_duration')")}
 ),
 counts AS (
     SELECT
@@ -875,14 +954,94 @@ counts AS (
             AS unrestored_failures,
         {_seconds_between('since', 'until')} / 86400 AS window_days
     FROM parameters LEFT JOIN lifecycles
-),
-metrics (metric) AS (VALUES ('time_to_restore'), ('approval_lead_time'), ('deploy_duration'))
-SELECT metrics.metric, coalesce(summaries.samples, 0) AS samples, summaries.median, summaries.p90,
-    counts.succeeded, counts.started, counts.failed_changes, counts.unrestored_failures,
-    counts.succeeded / counts.window_days AS deployment_frequency_per_day,
-    CAST(counts.failed_changes AS REAL) / nullif(counts.started, 0) AS change_failure_rate
-FROM metrics CROSS JOIN counts LEFT JOIN summaries ON summaries.metric = metrics.metric
-"""
+)
+{_DORA_ANSWER}"""
+
+
+def _derived_rows_cover(conn: sqlite3.Connection, after: int) -> bool:
+    """Whether deployment_event_scopes and deployment_steps hold every event with an id above ``after``.
+
+    The schema's trigger fills them from the first event appended after it was
+    created (the ``derived_from_event`` setting); a database made before has
+    older events without rows there until a migration backfills them.  With
+    the setting gone, they hold everything.
+    """
+    return bool(conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM deployment_events WHERE id > ? AND id < ("
+        "SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'derived_from_event'))", (after,)).fetchone()[0])
+
+
+def backfill_derived_rows(conn: sqlite3.Connection) -> None:
+    """Give deployment_event_scopes and deployment_steps the events appended before their trigger existed.
+
+    Not called by deployapi itself: the statements for a migration, to run in
+    its transaction once the tables exist.  The rows come from the same views
+    the trigger inserts from, so they are the trigger's rows.  Afterwards the
+    reads use the tables for every event (_derived_rows_cover).
+    """
+    before = "(SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'derived_from_event')"
+    conn.execute("INSERT INTO deployment_event_scopes (event_id, service, environment, type)"
+                 " SELECT event_id, service, environment, type FROM deployment_event_scope_rows"
+                 f" WHERE event_id < {before}")
+    conn.execute("INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, seconds)"
+                 " SELECT service, environment, step, at, event_id, from_at, seconds FROM deployment_step_rows"
+                 f" WHERE event_id < {before}")
+    conn.execute("UPDATE settings SET value = '1' WHERE name = 'derived_from_event'")
+
+
+def _feed_sql(after: int, limit: int, scope: dict[str, str], event_type: str | None) -> tuple[str, list[object]]:
+    """SQL for a page of the feed read from the events in id order.
+
+    With a type and no scope, one range of deployment_events_by_type.  With a
+    scope, each event is checked against its deployment: the fallback for
+    events that deployment_event_scopes does not hold.
+    """
+    if not scope:
+        if event_type is None:
+            return f"SELECT {_EVENT_COLUMNS} FROM deployment_events e WHERE e.id > ? ORDER BY e.id LIMIT ?", \
+                [after, limit]
+        return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e INDEXED BY deployment_events_by_type"
+                " WHERE e.type = ? AND e.id > ? ORDER BY e.id LIMIT ?", [event_type, after, limit])
+    conditions, parameters = ["e.id > ?"], [after]
+    for column, value in (("d.service", scope.get("service")), ("d.environment", scope.get("environment")),
+                          ("e.type", event_type)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            parameters.append(value)
+    return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
+            f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])
+
+
+# The deployment_event_scopes index for each combination of scope filters.
+_SCOPE_INDEXES = {
+    ("service",): "deployment_event_scopes_by_service",
+    ("environment",): "deployment_event_scopes_by_environment",
+    ("service", "environment"): "deployment_event_scopes_by_service_environment",
+}
+
+
+def _scoped_feed_sql(after: int, limit: int, scope: dict[str, str],
+                     event_type: str | None) -> tuple[str, list[object]]:
+    """SQL for a page of the feed narrowed by service and/or environment, from deployment_event_scopes.
+
+    Within one scope and type the index is in event id order, so each type
+    is one range starting after ``after``.  A compound SELECT ordered by id
+    merges those ranges (SQLite's MERGE of UNION ALL reads each only as far
+    as the page needs), so a page reads about ``limit`` entries per type
+    asked for, however many events of other scopes lie in between.
+    """
+    names = tuple(scope)
+    index = _SCOPE_INDEXES[names]
+    match = " AND ".join(f"{name} = ?" for name in names)
+    types = (event_type,) if event_type is not None else lifecycle.EVENT_TYPES
+    ranges = " UNION ALL ".join(
+        f"SELECT event_id FROM deployment_event_scopes INDEXED BY {index}"
+        f" WHERE {match} AND type = ? AND event_id > ?" for _ in types)
+    parameters: list[object] = []
+    for event_type_ in types:
+        parameters += [*scope.values(), event_type_, after]
+    return (f"SELECT {_EVENT_COLUMNS} FROM ({ranges} ORDER BY event_id LIMIT ?) AS page"
+            " JOIN deployment_events e ON e.id = page.event_id ORDER BY e.id", [*parameters, limit])
 
 
 # --- backup ---------------------------------------------------------------------
