@@ -153,6 +153,19 @@ class Durations:
     p90: float | None
 
 
+def durations(values: Sequence[float]) -> Durations:
+    """How many ``values`` (seconds) there are, and their nearest-rank median and 90th percentile.
+
+    Of n sorted values the p-th percentile is the one at rank ceil(p * n),
+    computed as (100p * n + 99) // 100 in integer arithmetic (docs/metrics.md).
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return Durations(0, None, None)
+    return Durations(n, ordered[(50 * n + 99) // 100 - 1], ordered[(90 * n + 99) // 100 - 1])
+
+
 @dataclass(frozen=True, slots=True)
 class DoraMetrics:
     """The DORA metrics of one scope and window (see docs/metrics.md)."""

@@ -26,11 +26,11 @@ from .insights import (
     IN_FLIGHT_SHOWN,
     DoraMetrics,
     DoraQuery,
-    Durations,
     EnvironmentsQuery,
     EnvironmentState,
     InFlight,
     LiveVersion,
+    durations,
 )
 from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from .listing import EQUALITY_FILTERS, ListQuery, Position
@@ -459,16 +459,25 @@ class Repository:
         """
         with self._read() as conn:
             sql = _DORA_SQL if _derived_rows_cover(conn, 0) else _DORA_FROM_EVENTS_SQL
-            rows = conn.execute(sql, (query.service, query.environment, query.since, query.until)).fetchall()
-        durations = {row["metric"]: Durations(row["samples"], row["median"], row["p90"]) for row in rows}
-        first = rows[0]
+            # Plain tuples: a window can hold hundreds of thousands of durations,
+            # and a sqlite3.Row apiece costs more than the query.
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            rows = cursor.execute(sql, (query.service, query.environment, query.since, query.until)).fetchall()
+        values: dict[str, list] = {}
+        for metric, value in rows:
+            values.setdefault(metric, []).append(value)
+        (succeeded,), (started,), (failed_changes,) = values["succeeded"], values["started"], values["failed_changes"]
+        restores = values.get("time_to_restore", [])
+        restored = [seconds for seconds in restores if seconds is not None]
         return DoraMetrics(
-            query=query, succeeded=first["succeeded"], started=first["started"],
-            failed_changes=first["failed_changes"], unrestored_failures=first["unrestored_failures"],
-            deployment_frequency_per_day=first["deployment_frequency_per_day"],
-            change_failure_rate=first["change_failure_rate"],
-            time_to_restore=durations["time_to_restore"], approval_lead_time=durations["approval_lead_time"],
-            deploy_duration=durations["deploy_duration"],
+            query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
+            unrestored_failures=len(restores) - len(restored),
+            deployment_frequency_per_day=succeeded / values["window_days"][0],
+            change_failure_rate=failed_changes / started if started else None,
+            time_to_restore=durations(restored),
+            approval_lead_time=durations(values.get("approval_lead_time", [])),
+            deploy_duration=durations(values.get("deploy_duration", [])),
         )
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -796,30 +805,14 @@ def _seconds_between(start: str, end: str) -> str:
     return f"({microseconds(end)} - {microseconds(start)}) / 1e6"
 
 
-def _percentiles(metric: str, samples: str) -> str:
-    """SQL for one row of the DORA summaries: how many values ``samples`` has in its ``seconds``
-    column, and their nearest-rank median and 90th percentile.
-
-    Of n sorted values the p-th percentile is the one at rank ceil(p * n),
-    computed as (100p * n + 99) / 100 in integer arithmetic.  With no values:
-    a count of 0 and NULLs.
-    """
-    return (f"SELECT '{metric}' AS metric, count(*) AS samples,"
-            " max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS median,"
-            " max(CASE WHEN rank = (90 * n + 99) / 100 THEN seconds END) AS p90"
-            " FROM (SELECT seconds, row_number() OVER (ORDER BY seconds) AS rank, count(*) OVER () AS n"
-            f" FROM {samples})")
-
-
-# The last part of both DORA statements: one row per duration metric, from a
-# `summaries` CTE (metric, samples, median, p90); the counts and rates repeat.
-_DORA_ANSWER = """
-SELECT summaries.metric, summaries.samples, summaries.median, summaries.p90,
-    counts.succeeded, counts.started, counts.failed_changes, counts.unrestored_failures,
-    counts.succeeded / counts.window_days AS deployment_frequency_per_day,
-    CAST(counts.failed_changes AS REAL) / nullif(counts.started, 0) AS change_failure_rate
-FROM summaries CROSS JOIN counts
-"""
+# The last rows of both DORA statements, whose answers are rows of (metric,
+# value): one row each of the counts `succeeded`, `started` and
+# `failed_changes`; a row per failed change that failed in the window with its
+# `time_to_restore` in seconds (NULL: not restored yet); a row per approval and
+# per finished rollout in the window with its duration; and `window_days`.
+# Medians and percentiles are taken in Python (insights.durations): sorting
+# the values there costs a third of what SQLite's window functions did.
+_WINDOW_DAYS = f"SELECT 'window_days', {_seconds_between('since', 'until')} / 86400 FROM parameters"
 
 
 def _steps_in_window(step: str) -> str:
@@ -844,35 +837,23 @@ parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
 -- Each failed change failed in the window, and the first success strictly
 -- after it on the same service and environment (NULL if none yet), which may
 -- come after `until`.
-failures AS MATERIALIZED (
+failures AS (
     SELECT s.at AS failed_at,
         (SELECT later.at FROM deployment_steps AS later
          WHERE later.service = s.service AND later.environment = s.environment
            AND later.step = 'succeeded' AND later.at > s.at
          ORDER BY later.at LIMIT 1) AS restored_at
     FROM {_steps_in_window('failed')}
-),
-restore_samples (seconds) AS (
-    SELECT {_seconds_between('failed_at', 'restored_at')} FROM failures WHERE restored_at IS NOT NULL
-),
-approval_samples (seconds) AS (SELECT s.seconds FROM {_steps_in_window('approved')}),
-duration_samples (seconds) AS (SELECT s.seconds FROM {_steps_in_window('finished')}),
-summaries AS (
-    {_percentiles('time_to_restore', 'restore_samples')}
-    UNION ALL {_percentiles('approval_lead_time', 'approval_samples')}
-    UNION ALL {_percentiles('deploy_duration', 'duration_samples')}
-),
-counts AS MATERIALIZED (
-    SELECT
-        (SELECT count(*) FROM {_steps_in_window('succeeded')}) AS succeeded,
-        (SELECT count(*) FROM {_steps_in_window('started')}) AS started,
-        -- filed under the time their deployment started
-        (SELECT count(*) FROM {_steps_in_window('failed_change')}) AS failed_changes,
-        (SELECT count(*) FROM failures WHERE restored_at IS NULL) AS unrestored_failures,
-        {_seconds_between('since', 'until')} / 86400 AS window_days
-    FROM parameters
 )
-{_DORA_ANSWER}"""
+SELECT 'succeeded' AS metric, count(*) AS value FROM {_steps_in_window('succeeded')}
+UNION ALL SELECT 'started', count(*) FROM {_steps_in_window('started')}
+-- filed under the time their deployment started
+UNION ALL SELECT 'failed_changes', count(*) FROM {_steps_in_window('failed_change')}
+UNION ALL SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')} FROM failures
+UNION ALL SELECT 'approval_lead_time', s.seconds FROM {_steps_in_window('approved')}
+UNION ALL SELECT 'deploy_duration', s.seconds FROM {_steps_in_window('finished')}
+UNION ALL {_WINDOW_DAYS}
+"""
 
 
 # The same answers from the events themselves, for a database whose older
@@ -923,39 +904,20 @@ restores AS (
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS restored_at
         FROM outcomes)
     WHERE NOT is_success
-),
-samples (metric, seconds) AS (
-    SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')}
-    FROM restores, parameters
-    WHERE failed_at >= since AND failed_at < until AND restored_at IS NOT NULL
-    UNION ALL
-    SELECT 'approval_lead_time', {_seconds_between('created_at', 'approved_at')}
-    FROM lifecycles, parameters
-    WHERE approved_at >= since AND approved_at < until
-    UNION ALL
-    SELECT 'deploy_duration', {_seconds_between('started_at', 'finished_at')}
-    FROM lifecycles, parameters
-    WHERE finished_at >= since AND finished_at < until
-),
-summaries AS (
-    {_percentiles('time_to_restore', "(SELECT seconds FROM samples WHERE metric = 'time_to_restore')")}
-    UNION ALL
-    {_percentiles('approval_lead_time', "(SELECT seconds FROM samples WHERE metric = 'approval_lead_time')")}
-    UNION ALL
-    {_percentiles('deploy_duration', "(SELECT seconds FROM samples WHERE metric = 'deploy_duration')")}
-),
-counts AS (
-    SELECT
-        count(CASE WHEN succeeded_at >= since AND succeeded_at < until THEN 1 END) AS succeeded,
-        count(CASE WHEN started_at >= since AND started_at < until THEN 1 END) AS started,
-        count(CASE WHEN started_at >= since AND started_at < until AND failed_at IS NOT NULL THEN 1 END)
-            AS failed_changes,
-        (SELECT count(*) FROM restores WHERE failed_at >= since AND failed_at < until AND restored_at IS NULL)
-            AS unrestored_failures,
-        {_seconds_between('since', 'until')} / 86400 AS window_days
-    FROM parameters LEFT JOIN lifecycles
 )
-{_DORA_ANSWER}"""
+SELECT 'succeeded' AS metric, count(*) AS value FROM lifecycles, parameters
+WHERE succeeded_at >= since AND succeeded_at < until
+UNION ALL SELECT 'started', count(*) FROM lifecycles, parameters WHERE started_at >= since AND started_at < until
+UNION ALL SELECT 'failed_changes', count(*) FROM lifecycles, parameters
+WHERE started_at >= since AND started_at < until AND failed_at IS NOT NULL
+UNION ALL SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')} FROM restores, parameters
+WHERE failed_at >= since AND failed_at < until
+UNION ALL SELECT 'approval_lead_time', {_seconds_between('created_at', 'approved_at')} FROM lifecycles, parameters
+WHERE approved_at >= since AND approved_at < until
+UNION ALL SELECT 'deploy_duration', {_seconds_between('started_at', 'finished_at')} FROM lifecycles, parameters
+WHERE finished_at >= since AND finished_at < until
+UNION ALL {_WINDOW_DAYS}
+"""
 
 
 def _derived_rows_cover(conn: sqlite3.Connection, after: int) -> bool:
