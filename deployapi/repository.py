@@ -942,8 +942,8 @@ def backfill_derived_rows(conn: sqlite3.Connection) -> None:
     reads use the tables for every event (_derived_rows_cover).
     """
     before = "(SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'derived_from_event')"
-    conn.execute("INSERT INTO deployment_event_scopes (event_id, service, environment, type)"
-                 " SELECT event_id, service, environment, type FROM deployment_event_scope_rows"
+    conn.execute("INSERT INTO deployment_event_scopes (service, environment, type, event_id)"
+                 " SELECT service, environment, type, event_id FROM deployment_event_scope_rows"
                  f" WHERE event_id < {before}")
     conn.execute("INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, seconds)"
                  " SELECT service, environment, step, at, event_id, from_at, seconds FROM deployment_step_rows"
@@ -974,11 +974,12 @@ def _feed_sql(after: int, limit: int, scope: dict[str, str], event_type: str | N
             f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])
 
 
-# The deployment_event_scopes index for each combination of scope filters.
+# The deployment_event_scopes index for each combination of scope filters
+# (both: the table's primary key).
 _SCOPE_INDEXES = {
-    ("service",): "deployment_event_scopes_by_service",
-    ("environment",): "deployment_event_scopes_by_environment",
-    ("service", "environment"): "deployment_event_scopes_by_service_environment",
+    ("service",): "INDEXED BY deployment_event_scopes_by_service",
+    ("environment",): "INDEXED BY deployment_event_scopes_by_environment",
+    ("service", "environment"): "",
 }
 
 
@@ -997,7 +998,7 @@ def _scoped_feed_sql(after: int, limit: int, scope: dict[str, str],
     match = " AND ".join(f"{name} = ?" for name in names)
     types = (event_type,) if event_type is not None else lifecycle.EVENT_TYPES
     ranges = " UNION ALL ".join(
-        f"SELECT event_id FROM deployment_event_scopes INDEXED BY {index}"
+        f"SELECT event_id FROM deployment_event_scopes {index}"
         f" WHERE {match} AND type = ? AND event_id > ?" for _ in types)
     parameters: list[object] = []
     for event_type_ in types:
