@@ -136,14 +136,14 @@ CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_environment
 -- The lifecycle steps the DORA metrics count and time (docs/metrics.md), one
 -- row per step and its time, keyed so that a (service, environment, step)
 -- over a window is one range of the primary key, with nothing else to read:
---   approved       at the approval, seconds since the request
+--   approved       at the approval, microseconds since the request
 --   started        at the start
 --   succeeded      at the success
---   finished       at the event that left started, seconds since the start
+--   finished       at the event that left started, microseconds since the start
 --   failed         at the failure (a failed event, or a rollback not after one)
 --   failed_change  the same failure, filed at the time its deployment started
--- `seconds` is repository._seconds_between(from_at, at), computed once, on
--- insert.
+-- `microseconds` is repository._microseconds_between(from_at, at): exact, and
+-- computed once, on insert.
 CREATE TABLE IF NOT EXISTS deployment_steps (
     service     TEXT NOT NULL,
     environment TEXT NOT NULL,
@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS deployment_steps (
     at          TEXT NOT NULL,
     event_id    INTEGER NOT NULL,
     from_at     TEXT,
-    seconds     REAL,
+    microseconds INTEGER,
     PRIMARY KEY (service, environment, step, at, event_id)
 ) WITHOUT ROWID;
 
@@ -164,12 +164,12 @@ CREATE VIEW IF NOT EXISTS deployment_event_scope_rows (service, environment, typ
 SELECT d.service, d.environment, e.type, e.id
 FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id;
 
-CREATE VIEW IF NOT EXISTS deployment_step_rows (service, environment, step, at, event_id, from_at, seconds) AS
+CREATE VIEW IF NOT EXISTS deployment_step_rows (service, environment, step, at, event_id, from_at, microseconds) AS
 SELECT service, environment, step, at, event_id, from_at,
     CASE WHEN from_at IS NOT NULL THEN
-        ((CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(at, 21, 6) AS INTEGER))
-         - (CAST(strftime('%s', substr(from_at, 1, 19)) AS INTEGER) * 1000000
-            + CAST(substr(from_at, 21, 6) AS INTEGER))) / 1e6
+        (CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(at, 21, 6) AS INTEGER))
+        - (CAST(strftime('%s', substr(from_at, 1, 19)) AS INTEGER) * 1000000
+           + CAST(substr(from_at, 21, 6) AS INTEGER))
     END
 FROM (
     SELECT d.service, d.environment, 'approved' AS step, e.created_at AS at, e.id AS event_id,
@@ -202,8 +202,8 @@ AFTER INSERT ON deployment_events
 BEGIN
     INSERT INTO deployment_event_scopes (service, environment, type, event_id)
     SELECT service, environment, type, event_id FROM deployment_event_scope_rows WHERE event_id = NEW.id;
-    INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, seconds)
-    SELECT service, environment, step, at, event_id, from_at, seconds
+    INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, microseconds)
+    SELECT service, environment, step, at, event_id, from_at, microseconds
     FROM deployment_step_rows WHERE event_id = NEW.id AND NEW.type NOT IN ('created', 'rejected');
 END;
 

@@ -459,25 +459,19 @@ class Repository:
         """
         with self._read() as conn:
             sql = _DORA_SQL if _derived_rows_cover(conn, 0) else _DORA_FROM_EVENTS_SQL
-            # Plain tuples: a window can hold hundreds of thousands of durations,
-            # and a sqlite3.Row apiece costs more than the query.
-            cursor = conn.cursor()
-            cursor.row_factory = None
-            rows = cursor.execute(sql, (query.service, query.environment, query.since, query.until)).fetchall()
-        values: dict[str, list] = {}
-        for metric, value in rows:
-            values.setdefault(metric, []).append(value)
-        (succeeded,), (started,), (failed_changes,) = values["succeeded"], values["started"], values["failed_changes"]
-        restores = values.get("time_to_restore", [])
-        restored = [seconds for seconds in restores if seconds is not None]
+            values = dict(conn.execute(sql, (query.service, query.environment, query.since, query.until)))
+        # Integer microseconds in, seconds out: us / 1e6 is the double the SQL's division made.
+        seconds = {metric: [us / 1e6 for us in json.loads(values[metric]) if us is not None]
+                   for metric in ("time_to_restore", "approval_lead_time", "deploy_duration")}
+        succeeded, started, failed_changes = values["succeeded"], values["started"], values["failed_changes"]
         return DoraMetrics(
             query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
-            unrestored_failures=len(restores) - len(restored),
-            deployment_frequency_per_day=succeeded / values["window_days"][0],
+            unrestored_failures=json.loads(values["time_to_restore"]).count(None),
+            deployment_frequency_per_day=succeeded / values["window_days"],
             change_failure_rate=failed_changes / started if started else None,
-            time_to_restore=durations(restored),
-            approval_lead_time=durations(values.get("approval_lead_time", [])),
-            deploy_duration=durations(values.get("deploy_duration", [])),
+            time_to_restore=durations(seconds["time_to_restore"]),
+            approval_lead_time=durations(seconds["approval_lead_time"]),
+            deploy_duration=durations(seconds["deploy_duration"]),
         )
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -792,8 +786,8 @@ ORDER BY summaries.service, summaries.environment, flight.updated_at DESC, fligh
 """
 
 
-def _seconds_between(start: str, end: str) -> str:
-    """SQL for the seconds from one stored timestamp to another, exact to the microsecond.
+def _microseconds_between(start: str, end: str) -> str:
+    """SQL for the microseconds from one stored timestamp to another, as an exact integer.
 
     julianday() would round to milliseconds.  The whole seconds come from
     strftime('%s') on the date and time without the fraction, the microseconds
@@ -802,16 +796,24 @@ def _seconds_between(start: str, end: str) -> str:
     def microseconds(column: str) -> str:
         return (f"(CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER) * 1000000"
                 f" + CAST(substr({column}, 21, 6) AS INTEGER))")
-    return f"({microseconds(end)} - {microseconds(start)}) / 1e6"
+    return f"({microseconds(end)} - {microseconds(start)})"
+
+
+def _seconds_between(start: str, end: str) -> str:
+    """SQL for the seconds from one stored timestamp to another, exact to the microsecond."""
+    return f"{_microseconds_between(start, end)} / 1e6"
 
 
 # The last rows of both DORA statements, whose answers are rows of (metric,
 # value): one row each of the counts `succeeded`, `started` and
-# `failed_changes`; a row per failed change that failed in the window with its
-# `time_to_restore` in seconds (NULL: not restored yet); a row per approval and
-# per finished rollout in the window with its duration; and `window_days`.
-# Medians and percentiles are taken in Python (insights.durations): sorting
-# the values there costs a third of what SQLite's window functions did.
+# `failed_changes`; one row each of `time_to_restore` (a null for a failure not
+# restored yet), `approval_lead_time` and `deploy_duration` whose value is a
+# JSON array of the window's durations in integer microseconds; and
+# `window_days`.  Arrays rather than a row per duration: the sqlite3 module
+# takes the GIL back for every row, and with a few hundred thousand rows a
+# request and other threads waiting, those hand-offs cost more than the query.
+# Medians and percentiles are taken in Python (insights.durations), where
+# sorting costs a third of what SQLite's window functions did.
 _WINDOW_DAYS = f"SELECT 'window_days', {_seconds_between('since', 'until')} / 86400 FROM parameters"
 
 
@@ -849,9 +851,10 @@ SELECT 'succeeded' AS metric, count(*) AS value FROM {_steps_in_window('succeede
 UNION ALL SELECT 'started', count(*) FROM {_steps_in_window('started')}
 -- filed under the time their deployment started
 UNION ALL SELECT 'failed_changes', count(*) FROM {_steps_in_window('failed_change')}
-UNION ALL SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')} FROM failures
-UNION ALL SELECT 'approval_lead_time', s.seconds FROM {_steps_in_window('approved')}
-UNION ALL SELECT 'deploy_duration', s.seconds FROM {_steps_in_window('finished')}
+UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('failed_at', 'restored_at')})
+FROM failures
+UNION ALL SELECT 'approval_lead_time', json_group_array(s.microseconds) FROM {_steps_in_window('approved')}
+UNION ALL SELECT 'deploy_duration', json_group_array(s.microseconds) FROM {_steps_in_window('finished')}
 UNION ALL {_WINDOW_DAYS}
 """
 
@@ -910,12 +913,12 @@ WHERE succeeded_at >= since AND succeeded_at < until
 UNION ALL SELECT 'started', count(*) FROM lifecycles, parameters WHERE started_at >= since AND started_at < until
 UNION ALL SELECT 'failed_changes', count(*) FROM lifecycles, parameters
 WHERE started_at >= since AND started_at < until AND failed_at IS NOT NULL
-UNION ALL SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')} FROM restores, parameters
-WHERE failed_at >= since AND failed_at < until
-UNION ALL SELECT 'approval_lead_time', {_seconds_between('created_at', 'approved_at')} FROM lifecycles, parameters
-WHERE approved_at >= since AND approved_at < until
-UNION ALL SELECT 'deploy_duration', {_seconds_between('started_at', 'finished_at')} FROM lifecycles, parameters
-WHERE finished_at >= since AND finished_at < until
+UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('failed_at', 'restored_at')})
+FROM restores, parameters WHERE failed_at >= since AND failed_at < until
+UNION ALL SELECT 'approval_lead_time', json_group_array({_microseconds_between('created_at', 'approved_at')})
+FROM lifecycles, parameters WHERE approved_at >= since AND approved_at < until
+UNION ALL SELECT 'deploy_duration', json_group_array({_microseconds_between('started_at', 'finished_at')})
+FROM lifecycles, parameters WHERE finished_at >= since AND finished_at < until
 UNION ALL {_WINDOW_DAYS}
 """
 
@@ -945,8 +948,8 @@ def backfill_derived_rows(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO deployment_event_scopes (service, environment, type, event_id)"
                  " SELECT service, environment, type, event_id FROM deployment_event_scope_rows"
                  f" WHERE event_id < {before}")
-    conn.execute("INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, seconds)"
-                 " SELECT service, environment, step, at, event_id, from_at, seconds FROM deployment_step_rows"
+    conn.execute("INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, microseconds)"
+                 " SELECT service, environment, step, at, event_id, from_at, microseconds FROM deployment_step_rows"
                  f" WHERE event_id < {before}")
     conn.execute("UPDATE settings SET value = '1' WHERE name = 'derived_from_event'")
 
