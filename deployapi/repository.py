@@ -940,18 +940,23 @@ def backfill_derived_rows(conn: sqlite3.Connection) -> None:
     """Give deployment_event_scopes and deployment_steps the events appended before their trigger existed.
 
     Not called by deployapi itself: the statements for a migration, to run in
-    its transaction once the tables exist.  The rows come from the same views
-    the trigger inserts from, so they are the trigger's rows.  Afterwards the
-    reads use the tables for every event (_derived_rows_cover).
+    its transaction once the tables and views exist.  The rows come from the
+    views the trigger inserts from, so they are the trigger's rows.  It reads
+    the events below ``derived_from_event`` (every event while that setting is
+    not written yet), skips rows already there, and sets the setting to 1, so
+    it can run again harmlessly; afterwards the reads use the tables for every
+    event (_derived_rows_cover).
     """
-    before = "(SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'derived_from_event')"
-    conn.execute("INSERT INTO deployment_event_scopes (service, environment, type, event_id)"
+    before = ("coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'derived_from_event'),"
+              " (SELECT coalesce(max(id), 0) + 1 FROM deployment_events))")
+    conn.execute("INSERT OR IGNORE INTO deployment_event_scopes (service, environment, type, event_id)"
                  " SELECT service, environment, type, event_id FROM deployment_event_scope_rows"
                  f" WHERE event_id < {before}")
-    conn.execute("INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, microseconds)"
+    conn.execute("INSERT OR IGNORE INTO deployment_steps"
+                 " (service, environment, step, at, event_id, from_at, microseconds)"
                  " SELECT service, environment, step, at, event_id, from_at, microseconds FROM deployment_step_rows"
                  f" WHERE event_id < {before}")
-    conn.execute("UPDATE settings SET value = '1' WHERE name = 'derived_from_event'")
+    conn.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('derived_from_event', '1')")
 
 
 def _feed_sql(after: int, limit: int, scope: dict[str, str], event_type: str | None) -> tuple[str, list[object]]:

@@ -356,6 +356,25 @@ def test_events_from_before_the_derived_tables_are_read_from_the_events_until_ba
         repo.close()
 
 
+def test_the_backfill_works_before_the_setting_exists_and_again_after(repo):
+    # As in a migration that runs before schema.sql writes the setting: the
+    # tables exist, the trigger never ran, and no setting names its first event.
+    with repo._write() as conn:
+        conn.execute("DROP TRIGGER deployment_events_derive")
+        conn.execute("DELETE FROM settings WHERE name = 'derived_from_event'")
+    record(repo, [("billing", "production", PATHS["failed, rolled back"]), ("search", "staging", PATHS["rejected"])])
+    for _ in range(2):
+        with repo._write() as conn:
+            repository.backfill_derived_rows(conn)
+    with repo._read() as conn:
+        for table, view in (("deployment_event_scopes", "deployment_event_scope_rows"),
+                            ("deployment_steps", "deployment_step_rows")):
+            stored, defined = (list(map(tuple, conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3, 4")))
+                               for name in (table, view))
+            assert stored == defined and stored
+        assert conn.execute("SELECT value FROM settings WHERE name = 'derived_from_event'").fetchone()[0] == "1"
+
+
 def test_a_database_made_with_the_derived_tables_is_covered_from_its_first_event(repo):
     record(repo, [("billing", "production", PATHS["succeeded"])])
     with repo._read() as conn:
