@@ -960,25 +960,22 @@ def backfill_derived_rows(conn: sqlite3.Connection) -> None:
 
 
 def _feed_sql(after: int, limit: int, scope: dict[str, str], event_type: str | None) -> tuple[str, list[object]]:
-    """SQL for a page of the feed read from the events in id order.
+    """SQL for a page of the feed read from the events in id order, each joined to its deployment.
 
     With a type and no scope, one range of deployment_events_by_type.  With a
     scope, each event is checked against its deployment: the fallback for
-    events that deployment_event_scopes does not hold.
+    events that deployment_event_scopes does not hold.  (The join also keeps
+    out an event whose deployment is gone, which only a hand edit can make,
+    as the scoped read does: such an event has no scope row.)
     """
-    if not scope:
-        if event_type is None:
-            return f"SELECT {_EVENT_COLUMNS} FROM deployment_events e WHERE e.id > ? ORDER BY e.id LIMIT ?", \
-                [after, limit]
-        return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e INDEXED BY deployment_events_by_type"
-                " WHERE e.type = ? AND e.id > ? ORDER BY e.id LIMIT ?", [event_type, after, limit])
     conditions, parameters = ["e.id > ?"], [after]
     for column, value in (("d.service", scope.get("service")), ("d.environment", scope.get("environment")),
                           ("e.type", event_type)):
         if value is not None:
             conditions.append(f"{column} = ?")
             parameters.append(value)
-    return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e JOIN deployments d ON d.id = e.deployment_id"
+    by_type = " INDEXED BY deployment_events_by_type" if event_type is not None and not scope else ""
+    return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e{by_type} JOIN deployments d ON d.id = e.deployment_id"
             f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])
 
 

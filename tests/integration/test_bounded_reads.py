@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -177,7 +178,8 @@ def test_a_feed_narrowed_by_scope_seeks_in_one_scope_index_for_each_type(repo, s
 
 def test_a_feed_of_one_type_is_one_range_of_the_type_index(repo):
     assert plan(repo, *repository._feed_sql(7, 100, {}, "rejected")) == [
-        "SEARCH e USING INDEX deployment_events_by_type (type=? AND rowid>?)"]
+        "SEARCH e USING INDEX deployment_events_by_type (type=? AND rowid>?)",
+        "SEARCH d USING COVERING INDEX sqlite_autoindex_deployments_1 (id=?)"]
 
 
 def test_dora_metrics_read_only_ranges_of_deployment_steps_besides_the_pairs(repo):
@@ -388,3 +390,14 @@ def test_a_database_without_the_setting_counts_as_covered(repo):
     with repo._read() as conn:
         assert repository._derived_rows_cover(conn, 0)
 
+
+
+def test_an_event_whose_deployment_is_gone_stays_out_of_every_page_as_before(db_path, repo):
+    record(repo, [("billing", "production", PATHS["succeeded"])])
+    conn = sqlite3.connect(db_path)  # a hand edit: foreign keys are off in a plain connection
+    conn.execute("INSERT INTO deployment_events (deployment_id, sequence, type, actor, to_status, created_at)"
+                 " VALUES ('ghost', 1, 'created', 'x', 'pending_approval', '2026-01-01T00:00:00.000000Z')")
+    conn.commit()
+    conn.close()
+    for filters in ({}, {"event_type": "created"}, {"service": "billing"}, {"environment": "production"}):
+        assert "ghost" not in {e.deployment_id for e in repo.list_events_after(0, 100, **filters)}, filters
