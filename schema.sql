@@ -1,4 +1,4 @@
--- deployapi schema, version 4 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 5 (repository.SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository.migrate), so every statement
@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     UNIQUE (deployment_id, sequence)
 );
 
+-- GET /events?type=: the events of one type in id order are one range of
+-- this index (type, then the rowid, which is the event id), so a page costs
+-- its own length however rare the type; without it the feed read every event
+-- after `after` to find a rare type.
+CREATE INDEX IF NOT EXISTS deployment_events_by_type ON deployment_events (type);
+
 -- History is append-only in the database itself, so no code path (ours or a
 -- hand-typed sqlite3 session) can rewrite or erase it.
 CREATE TRIGGER IF NOT EXISTS deployment_events_no_update
@@ -111,6 +117,106 @@ CREATE TRIGGER IF NOT EXISTS deployments_no_delete
 BEFORE DELETE ON deployments
 BEGIN
     SELECT RAISE(ABORT, 'deployments are never deleted');
+END;
+
+-- Two tables derived from each event as it is appended, by a trigger below,
+-- for the reads that select events by the deployment's service and
+-- environment.  Those live on the deployment, and a deployment's events are
+-- spread over the whole history, so without a copy beside each event the feed
+-- filtered by service sorted every event of that service, and the DORA
+-- metrics read every deployment changed after the window began.  A
+-- deployment's service and environment never change, so the copies stay true.
+-- Like the history they are never updated; they are not under the hash chain
+-- (they can be rebuilt from it).
+
+-- Each event's scope, keyed (like its two indexes) so that the events of one
+-- scope and type are in id order: GET /events?service=&environment= merges
+-- one range per event type.  WITHOUT ROWID: the key is the table, one B-tree
+-- fewer to write per event.
+CREATE TABLE IF NOT EXISTS deployment_event_scopes (
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    event_id    INTEGER NOT NULL,
+    PRIMARY KEY (service, environment, type, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_service
+    ON deployment_event_scopes (service, type, event_id);
+CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_environment
+    ON deployment_event_scopes (environment, type, event_id);
+
+-- The lifecycle steps the DORA metrics count and time (docs/metrics.md), one
+-- row per step and its time, keyed so that a (service, environment, step)
+-- over a window is one range of the primary key, with nothing else to read:
+--   approved       at the approval, microseconds since the request
+--   started        at the start
+--   succeeded      at the success
+--   finished       at the event that left started, microseconds since the start
+--   failed         at the failure (a failed event, or a rollback not after one)
+--   failed_change  the same failure, filed at the time its deployment started
+-- `microseconds` is repository._microseconds_between(from_at, at): exact, and
+-- computed once, on insert.
+CREATE TABLE IF NOT EXISTS deployment_steps (
+    service     TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    step        TEXT NOT NULL CHECK (step IN ('approved', 'started', 'succeeded', 'finished', 'failed',
+                                              'failed_change')),
+    at          TEXT NOT NULL,
+    event_id    INTEGER NOT NULL,
+    from_at     TEXT,
+    microseconds INTEGER,
+    PRIMARY KEY (service, environment, step, at, event_id)
+) WITHOUT ROWID;
+
+-- What the two tables hold for each event, defined once: the trigger inserts
+-- the rows of the event just appended (SQLite pushes `event_id = NEW.id` into
+-- every branch, so that is a few seeks), and a backfill inserts those of
+-- older events (repository.backfill_derived_rows).
+CREATE VIEW IF NOT EXISTS deployment_event_scope_rows (service, environment, type, event_id) AS
+SELECT d.service, d.environment, e.type, e.id
+FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id;
+
+CREATE VIEW IF NOT EXISTS deployment_step_rows (service, environment, step, at, event_id, from_at, microseconds) AS
+SELECT service, environment, step, at, event_id, from_at,
+    CASE WHEN from_at IS NOT NULL THEN
+        (CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000 + CAST(substr(at, 21, 6) AS INTEGER))
+        - (CAST(strftime('%s', substr(from_at, 1, 19)) AS INTEGER) * 1000000
+           + CAST(substr(from_at, 21, 6) AS INTEGER))
+    END
+FROM (
+    SELECT d.service, d.environment, 'approved' AS step, e.created_at AS at, e.id AS event_id,
+        d.created_at AS from_at
+    FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
+    WHERE e.type = 'approved'
+    UNION ALL
+    SELECT d.service, d.environment, e.type, e.created_at, e.id, NULL
+    FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
+    WHERE e.type IN ('started', 'succeeded')
+    UNION ALL
+    -- The event that left started ends the rollout: its time since the start.
+    SELECT d.service, d.environment, 'finished', e.created_at, e.id, start.created_at
+    FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
+    JOIN deployment_events AS start ON start.deployment_id = e.deployment_id AND start.type = 'started'
+    WHERE e.from_status = 'started'
+    UNION ALL
+    -- A deployment fails once: at its failed event, or at a rollback that
+    -- follows none.  The change failure rate counts it by when it started.
+    SELECT d.service, d.environment, kind.step,
+        CASE kind.step WHEN 'failed' THEN e.created_at ELSE start.created_at END, e.id, NULL
+    FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
+    JOIN deployment_events AS start ON start.deployment_id = e.deployment_id AND start.type = 'started'
+    JOIN (SELECT 'failed' AS step UNION ALL SELECT 'failed_change') AS kind
+    WHERE e.type = 'failed' OR (e.type = 'rolled_back' AND e.from_status <> 'failed')
+);
+
+CREATE TRIGGER IF NOT EXISTS deployment_events_derive
+AFTER INSERT ON deployment_events
+BEGIN
+    INSERT INTO deployment_event_scopes (service, environment, type, event_id)
+    SELECT service, environment, type, event_id FROM deployment_event_scope_rows WHERE event_id = NEW.id;
+    INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, microseconds)
+    SELECT service, environment, step, at, event_id, from_at, microseconds
+    FROM deployment_step_rows WHERE event_id = NEW.id AND NEW.type NOT IN ('created', 'rejected');
 END;
 
 -- Per-database settings the application needs to keep across restarts

@@ -19,6 +19,10 @@ ENVIRONMENTS_PARAMETERS = ("service", "environment")
 DORA_PARAMETERS = ("service", "environment", "since", "until")
 # The DORA window when the client gives no bound: the 30 days before now.
 DEFAULT_WINDOW = timedelta(days=30)
+# The longest DORA window: the longest calendar quarter.  An answer reads every
+# step of its scope in its window (percentiles need every duration), so
+# without a bound one request could read the whole history.
+MAX_WINDOW = timedelta(days=92)
 # In-flight deployments listed per environment, newest first; in_flight_count
 # counts them all.  Approved deployments that are never started stay approved
 # (no action leaves that status but start), so without a bound the answer would
@@ -81,21 +85,28 @@ def parse_dora_query(args: Mapping[str, Sequence[str]], now: datetime) -> DoraQu
         raise ValidationFailed(problems)
 
     until = bounds.get("until", lifecycle.format_timestamp(now))
-    since = bounds.get("since") or _days_before(until)
+    since = bounds.get("since") or _before(until, DEFAULT_WINDOW)
     if since >= until:  # canonical timestamps compare as text in time order
         if "until" in bounds:
             problems.append(FieldProblem("until", "must be later than since"))
         else:
             problems.append(FieldProblem("since", f"must be earlier than until, which defaults to now ({until})"))
         raise ValidationFailed(problems)
+    earliest = _before(until, MAX_WINDOW)
+    if since < earliest:
+        problems.append(FieldProblem("since", f"the window may be at most {MAX_WINDOW.days} days long: since must "
+                                              f"be {earliest} or later (until is {until}); ask for longer periods "
+                                              "window by window"))
+        raise ValidationFailed(problems)
     return DoraQuery(since=since, until=until, **fields)
 
 
-def _days_before(until: str) -> str:
+def _before(until: str, length: timedelta) -> str:
+    """The canonical timestamp ``length`` before ``until``, or the first instant of year 1 if that is earlier."""
     moment = datetime.fromisoformat(until.removesuffix("Z")).replace(tzinfo=timezone.utc)
     try:
-        return lifecycle.format_timestamp(moment - DEFAULT_WINDOW)
-    except OverflowError:  # an until in the first 30 days of year 1
+        return lifecycle.format_timestamp(moment - length)
+    except OverflowError:  # an until in the first days of year 1
         return lifecycle.format_timestamp(datetime.min.replace(tzinfo=timezone.utc))
 
 
@@ -140,6 +151,19 @@ class Durations:
     count: int
     median: float | None
     p90: float | None
+
+
+def durations(values: Sequence[float]) -> Durations:
+    """How many ``values`` (seconds) there are, and their nearest-rank median and 90th percentile.
+
+    Of n sorted values the p-th percentile is the one at rank ceil(p * n),
+    computed as (100p * n + 99) // 100 in integer arithmetic (docs/metrics.md).
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return Durations(0, None, None)
+    return Durations(n, ordered[(50 * n + 99) // 100 - 1], ordered[(90 * n + 99) // 100 - 1])
 
 
 @dataclass(frozen=True, slots=True)

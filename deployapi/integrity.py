@@ -27,7 +27,10 @@ from .repository import EVENTS_WITH_CONTENT_SQL, SCHEMA_VERSION, event_with_cont
 SHOWN_IDS = 20
 # Tables and triggers that schema.sql has but a database of an older version
 # does not yet (the server adds them when it upgrades the file): name -> version.
-ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4}
+ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4,
+            "deployment_event_scopes": 5, "deployment_steps": 5, "deployment_events_derive": 5}
+# The read tables derived from each event, and the views that define their rows (schema.sql).
+DERIVED = {"deployment_event_scopes": "deployment_event_scope_rows", "deployment_steps": "deployment_step_rows"}
 # The hash chain exists from schema version 3 on.
 CHAIN_SINCE = 3
 _ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-f]{64})")
@@ -203,6 +206,8 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
                 results.append(CheckResult(name, _offenders(conn, legal_cte + sql, _flatten(legal))))
             else:
                 results.append(CheckResult(name, _offenders(conn, sql)))
+        results.append(CheckResult("the read tables derived from the events hold exactly their rows",
+                                   _derived_offenders(conn, version)))
         results += _chain_results(conn, version, tuple(anchors))
         deployments = _count(conn, "SELECT count(*) FROM deployments")
         events = _count(conn, "SELECT count(*) FROM deployment_events")
@@ -210,6 +215,20 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
         # Read-only: nothing to commit, and a damaged file may have ended the transaction already.
         conn.close()
     return Report(str(path), deployments, events, tuple(results), version)
+
+
+def _derived_offenders(conn: sqlite3.Connection, version: int) -> tuple[str, ...]:
+    """Rows missing from or extra in deployment_event_scopes and deployment_steps, counted per table."""
+    if version < ADDED_IN["deployment_steps"]:
+        return ()
+    offenders: list[str] = []
+    for table, view in DERIVED.items():
+        for name, sql in (("missing", f"SELECT * FROM {view} EXCEPT SELECT * FROM {table}"),
+                          ("extra", f"SELECT * FROM {table} EXCEPT SELECT * FROM {view}")):
+            count = _offenders(conn, f"SELECT count(*) FROM ({sql})")
+            if count != ("0",):
+                offenders.append(f"{table}: {count[0]} rows {name}")
+    return tuple(offenders)
 
 
 # --- the hash chain -------------------------------------------------------------------

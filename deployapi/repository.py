@@ -28,11 +28,11 @@ from .insights import (
     IN_FLIGHT_SHOWN,
     DoraMetrics,
     DoraQuery,
-    Durations,
     EnvironmentsQuery,
     EnvironmentState,
     InFlight,
     LiveVersion,
+    durations,
 )
 from .lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from .listing import EQUALITY_FILTERS, ListQuery, Position
@@ -103,7 +103,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ class Migration:
     statements: tuple[str, ...]
     # Python work SQL cannot do (such as hashing), run after the statements.
     backfill: Callable[[sqlite3.Connection], None] | None = None
+    # Run once schema.sql has run too, for what needs its new tables.
+    after_schema: Callable[[sqlite3.Connection], None] | None = None
 
 
 def _chain_existing_events(conn: sqlite3.Connection) -> None:
@@ -195,6 +197,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "DROP TABLE idempotency_keys",
         "ALTER TABLE idempotency_keys_v4 RENAME TO idempotency_keys",
     ), backfill=_rechain_with_creation_content),
+    # 5: the read tables derived from each event (deployment_event_scopes,
+    # deployment_steps), which schema.sql creates with their trigger; filled
+    # here for the events appended before.
+    Migration(5, (), after_schema=lambda conn: backfill_derived_rows(conn)),
 )
 
 
@@ -214,6 +220,7 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
     if found > target:
         raise SchemaTooNew(_too_new_message(found, target))
     fresh = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deployments'").fetchone()[0] == 0
+    ran = []
     if not fresh:
         # A database from before versioning has user_version 0 and the version-1 tables.
         for step in migrations:
@@ -222,8 +229,12 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
                     conn.execute(statement)
                 if step.backfill is not None:
                     step.backfill(conn)
+                ran.append(step)
     for statement in split_statements(schema):
         conn.execute(statement)
+    for step in ran:
+        if step.after_schema is not None:
+            step.after_schema(conn)
     conn.execute(f"PRAGMA user_version = {int(target)}")
     return found
 
@@ -331,6 +342,9 @@ class Repository:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            # Statement journals (the derived-table trigger's inserts keep one)
+            # in memory, not in a file created and deleted inside the write lock.
+            conn.execute("PRAGMA temp_store = MEMORY")
         except sqlite3.DatabaseError as error:
             conn.close()
             raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
@@ -692,18 +706,21 @@ class Repository:
         return [_rows_to_environment_state(list(pair_rows)) for _, pair_rows in pairs]
 
     def dora_metrics(self, query: DoraQuery) -> DoraMetrics:
-        """The DORA metrics of the query's scope and window, computed from events (see docs/metrics.md)."""
+        """The DORA metrics of the query's scope and window (see docs/metrics.md), from deployment_steps."""
         with self._read() as conn:
-            rows = conn.execute(_DORA_SQL, (query.service, query.environment, query.since, query.until)).fetchall()
-        durations = {row["metric"]: Durations(row["samples"], row["median"], row["p90"]) for row in rows}
-        first = rows[0]
+            values = dict(conn.execute(_DORA_SQL, (query.service, query.environment, query.since, query.until)))
+        # Integer microseconds in, seconds out: us / 1e6 is the double the SQL's division made.
+        seconds = {metric: [us / 1e6 for us in json.loads(values[metric]) if us is not None]
+                   for metric in ("time_to_restore", "approval_lead_time", "deploy_duration")}
+        succeeded, started, failed_changes = values["succeeded"], values["started"], values["failed_changes"]
         return DoraMetrics(
-            query=query, succeeded=first["succeeded"], started=first["started"],
-            failed_changes=first["failed_changes"], unrestored_failures=first["unrestored_failures"],
-            deployment_frequency_per_day=first["deployment_frequency_per_day"],
-            change_failure_rate=first["change_failure_rate"],
-            time_to_restore=durations["time_to_restore"], approval_lead_time=durations["approval_lead_time"],
-            deploy_duration=durations["deploy_duration"],
+            query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
+            unrestored_failures=json.loads(values["time_to_restore"]).count(None),
+            deployment_frequency_per_day=succeeded / values["window_days"],
+            change_failure_rate=failed_changes / started if started else None,
+            time_to_restore=durations(seconds["time_to_restore"]),
+            approval_lead_time=durations(seconds["approval_lead_time"]),
+            deploy_duration=durations(seconds["deploy_duration"]),
         )
 
     def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
@@ -729,20 +746,17 @@ class Repository:
 
         Ids are assigned inside the single writing transaction, so every
         snapshot holds a gap-free prefix of them: a reader that resumes after
-        the last id it saw misses nothing and sees nothing twice.
+        the last id it saw misses nothing and sees nothing twice.  A page
+        narrowed by service or environment is read from deployment_event_scopes.
         """
-        conditions, parameters = ["e.id > ?"], [after]
-        for column, value in (("d.service", service), ("d.environment", environment), ("e.type", event_type)):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                parameters.append(value)
+        scope = {name: value for name, value in (("service", service), ("environment", environment))
+                 if value is not None}
+        if scope:
+            sql, parameters = _scoped_feed_sql(after, limit, scope, event_type)
+        else:
+            sql, parameters = _feed_sql(after, limit, event_type)
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM deployment_events e"
-                " JOIN deployments d ON d.id = e.deployment_id"
-                f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?",
-                (*parameters, limit),
-            ).fetchall()
+            rows = conn.execute(sql, parameters).fetchall()
         return [_row_to_event(row) for row in rows]
 
     def event_context(self, events: list[Event]) -> dict[int, tuple[Deployment, bool]]:
@@ -1025,8 +1039,8 @@ ORDER BY summaries.service, summaries.environment, flight.updated_at DESC, fligh
 """
 
 
-def _seconds_between(start: str, end: str) -> str:
-    """SQL for the seconds from one stored timestamp to another, exact to the microsecond.
+def _microseconds_between(start: str, end: str) -> str:
+    """SQL for the microseconds from one stored timestamp to another, as an exact integer.
 
     julianday() would round to milliseconds.  The whole seconds come from
     strftime('%s') on the date and time without the fraction, the microseconds
@@ -1035,99 +1049,131 @@ def _seconds_between(start: str, end: str) -> str:
     def microseconds(column: str) -> str:
         return (f"(CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER) * 1000000"
                 f" + CAST(substr({column}, 21, 6) AS INTEGER))")
-    return f"({microseconds(end)} - {microseconds(start)}) / 1e6"
+    return f"({microseconds(end)} - {microseconds(start)})"
 
 
-# Every event a metric needs belongs to a deployment whose last event
-# (updated_at) is at or after `since`, and which is neither pending nor
-# rejected; those deployments are found by index and their events by the
-# (deployment_id, sequence) index.  Percentiles are nearest-rank: of n sorted
-# values, the one at rank ceil(p * n), computed as (100p * n + 99) / 100 in
-# integer arithmetic.  One row per duration metric; the counts and rates repeat.
+def _seconds_between(start: str, end: str) -> str:
+    """SQL for the seconds from one stored timestamp to another, exact to the microsecond."""
+    return f"{_microseconds_between(start, end)} / 1e6"
+
+
+# The last rows of both DORA statements, whose answers are rows of (metric,
+# value): one row each of the counts `succeeded`, `started` and
+# `failed_changes`; one row each of `time_to_restore` (a null for a failure not
+# restored yet), `approval_lead_time` and `deploy_duration` whose value is a
+# JSON array of the window's durations in integer microseconds; and
+# `window_days`.  Arrays rather than a row per duration: the sqlite3 module
+# takes the GIL back for every row, and with a few hundred thousand rows a
+# request and other threads waiting, those hand-offs cost more than the query.
+# Medians and percentiles are taken in Python (insights.durations), where
+# sorting costs a third of what SQLite's window functions did.
+_WINDOW_DAYS = f"SELECT 'window_days', {_seconds_between('since', 'until')} / 86400 FROM parameters"
+
+
+def _steps_in_window(step: str) -> str:
+    """SQL (a FROM clause) for the deployment_steps rows ``s`` of one step in the scope and window.
+
+    One range of the table's primary key per (service, environment) pair:
+    the cost follows the steps in the window, not the history around it.
+    """
+    return ("scope CROSS JOIN parameters CROSS JOIN deployment_steps AS s"
+            " WHERE s.service = scope.service AND s.environment = scope.environment"
+            f" AND s.step = '{step}' AND s.at >= parameters.since AND s.at < parameters.until")
+
+
+# From deployment_steps, which the schema's trigger fills as events are
+# appended (schema.sql): every count and duration is one range per pair and
+# step, and each failure's restore is one seek for the first later success.
+# The answers are those the events give (docs/metrics.md); a test computes
+# them from the events too and compares.
 _DORA_SQL = f"""
 WITH RECURSIVE
 parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
 {_SCOPE_CTE},
-touched AS (
-    SELECT d.id, d.service, d.environment
-    FROM scope CROSS JOIN parameters
-    CROSS JOIN deployments AS d INDEXED BY deployments_by_service_environment_status_updated
-    WHERE d.service = scope.service AND d.environment = scope.environment
-      AND d.status IN ('approved', 'started', 'succeeded', 'failed', 'rolled_back')
-      AND d.updated_at >= parameters.since
-),
--- One row per deployment: when each step happened (each happens at most once).
--- Stored timestamps are fixed-width UTC, so text order is time order.
-lifecycles AS (
-    SELECT touched.service, touched.environment,
-        max(CASE WHEN e.type = 'created' THEN e.created_at END) AS created_at,
-        max(CASE WHEN e.type = 'approved' THEN e.created_at END) AS approved_at,
-        max(CASE WHEN e.type = 'started' THEN e.created_at END) AS started_at,
-        max(CASE WHEN e.from_status = 'started' THEN e.created_at END) AS finished_at,
-        max(CASE WHEN e.type = 'succeeded' THEN e.created_at END) AS succeeded_at,
-        min(CASE WHEN e.type IN ('failed', 'rolled_back') THEN e.created_at END) AS failed_at
-    FROM touched JOIN deployment_events AS e ON e.deployment_id = touched.id
-    GROUP BY touched.id
-),
-outcomes (service, environment, at, is_success) AS (
-    SELECT service, environment, succeeded_at, 1 FROM lifecycles WHERE succeeded_at IS NOT NULL
-    UNION ALL
-    SELECT service, environment, failed_at, 0 FROM lifecycles WHERE failed_at IS NOT NULL
-),
--- Each failed change and the first success strictly after it on the same
--- service and environment (NULL if none yet).  Newest first, with failures
--- before successes of the same instant, the rows before a failure are exactly
--- the outcomes strictly later than it.
-restores AS (
-    SELECT at AS failed_at, restored_at FROM (
-        SELECT at, is_success, min(CASE WHEN is_success THEN at END) OVER (
-            PARTITION BY service, environment ORDER BY at DESC, is_success
-            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS restored_at
-        FROM outcomes)
-    WHERE NOT is_success
-),
-samples (metric, seconds) AS (
-    SELECT 'time_to_restore', {_seconds_between('failed_at', 'restored_at')}
-    FROM restores, parameters
-    WHERE failed_at >= since AND failed_at < until AND restored_at IS NOT NULL
-    UNION ALL
-    SELECT 'approval_lead_time', {_seconds_between('created_at', 'approved_at')}
-    FROM lifecycles, parameters
-    WHERE approved_at >= since AND approved_at < until
-    UNION ALL
-    SELECT 'deploy_duration', {_seconds_between('started_at', 'finished_at')}
-    FROM lifecycles, parameters
-    WHERE finished_at >= since AND finished_at < until
-),
-ranked AS (
-    SELECT metric, seconds, row_number() OVER (PARTITION BY metric ORDER BY seconds) AS rank,
-        count(*) OVER (PARTITION BY metric) AS n
-    FROM samples
-),
-summaries AS (
-    SELECT metric, count(*) AS samples,
-        max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS median,
-        max(CASE WHEN rank = (90 * n + 99) / 100 THEN seconds END) AS p90
-    FROM ranked GROUP BY metric
-),
-counts AS (
-    SELECT
-        count(CASE WHEN succeeded_at >= since AND succeeded_at < until THEN 1 END) AS succeeded,
-        count(CASE WHEN started_at >= since AND started_at < until THEN 1 END) AS started,
-        count(CASE WHEN started_at >= since AND started_at < until AND failed_at IS NOT NULL THEN 1 END)
-            AS failed_changes,
-        (SELECT count(*) FROM restores WHERE failed_at >= since AND failed_at < until AND restored_at IS NULL)
-            AS unrestored_failures,
-        {_seconds_between('since', 'until')} / 86400 AS window_days
-    FROM parameters LEFT JOIN lifecycles
-),
-metrics (metric) AS (VALUES ('time_to_restore'), ('approval_lead_time'), ('deploy_duration'))
-SELECT metrics.metric, coalesce(summaries.samples, 0) AS samples, summaries.median, summaries.p90,
-    counts.succeeded, counts.started, counts.failed_changes, counts.unrestored_failures,
-    counts.succeeded / counts.window_days AS deployment_frequency_per_day,
-    CAST(counts.failed_changes AS REAL) / nullif(counts.started, 0) AS change_failure_rate
-FROM metrics CROSS JOIN counts LEFT JOIN summaries ON summaries.metric = metrics.metric
+-- Each failed change failed in the window, and the first success strictly
+-- after it on the same service and environment (NULL if none yet), which may
+-- come after `until`.
+failures AS (
+    SELECT s.at AS failed_at,
+        (SELECT later.at FROM deployment_steps AS later
+         WHERE later.service = s.service AND later.environment = s.environment
+           AND later.step = 'succeeded' AND later.at > s.at
+         ORDER BY later.at LIMIT 1) AS restored_at
+    FROM {_steps_in_window('failed')}
+)
+SELECT 'succeeded' AS metric, count(*) AS value FROM {_steps_in_window('succeeded')}
+UNION ALL SELECT 'started', count(*) FROM {_steps_in_window('started')}
+-- filed under the time their deployment started
+UNION ALL SELECT 'failed_changes', count(*) FROM {_steps_in_window('failed_change')}
+UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('failed_at', 'restored_at')})
+FROM failures
+UNION ALL SELECT 'approval_lead_time', json_group_array(s.microseconds) FROM {_steps_in_window('approved')}
+UNION ALL SELECT 'deploy_duration', json_group_array(s.microseconds) FROM {_steps_in_window('finished')}
+UNION ALL {_WINDOW_DAYS}
 """
+
+
+def backfill_derived_rows(conn: sqlite3.Connection) -> None:
+    """Give deployment_event_scopes and deployment_steps the events appended before their trigger existed.
+
+    Migration 5 runs it, once schema.sql has created the tables, the views and
+    the trigger.  The rows come from the views the trigger inserts from, so
+    they are the trigger's rows; rows already there are skipped.
+    """
+    conn.execute("INSERT OR IGNORE INTO deployment_event_scopes (service, environment, type, event_id)"
+                 " SELECT service, environment, type, event_id FROM deployment_event_scope_rows")
+    conn.execute("INSERT OR IGNORE INTO deployment_steps"
+                 " (service, environment, step, at, event_id, from_at, microseconds)"
+                 " SELECT service, environment, step, at, event_id, from_at, microseconds FROM deployment_step_rows")
+
+
+def _feed_sql(after: int, limit: int, event_type: str | None) -> tuple[str, list[object]]:
+    """SQL for a page of the feed in id order, each event joined to its deployment.
+
+    With a type, one range of deployment_events_by_type.  (The join keeps out
+    an event whose deployment is gone, which only a hand edit can make, as the
+    scoped read does: such an event has no scope row.)
+    """
+    conditions, parameters = ["e.id > ?"], [after]
+    if event_type is not None:
+        conditions.append("e.type = ?")
+        parameters.append(event_type)
+    by_type = " INDEXED BY deployment_events_by_type" if event_type is not None else ""
+    return (f"SELECT {_EVENT_COLUMNS} FROM deployment_events e{by_type} JOIN deployments d ON d.id = e.deployment_id"
+            f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])
+
+
+# The deployment_event_scopes index for each combination of scope filters
+# (both: the table's primary key).
+_SCOPE_INDEXES = {
+    ("service",): "INDEXED BY deployment_event_scopes_by_service",
+    ("environment",): "INDEXED BY deployment_event_scopes_by_environment",
+    ("service", "environment"): "",
+}
+
+
+def _scoped_feed_sql(after: int, limit: int, scope: dict[str, str],
+                     event_type: str | None) -> tuple[str, list[object]]:
+    """SQL for a page of the feed narrowed by service and/or environment, from deployment_event_scopes.
+
+    Within one scope and type the index is in event id order, so each type
+    is one range starting after ``after``.  A compound SELECT ordered by id
+    merges those ranges (SQLite's MERGE of UNION ALL reads each only as far
+    as the page needs), so a page reads about ``limit`` entries per type
+    asked for, however many events of other scopes lie in between.
+    """
+    names = tuple(scope)
+    index = _SCOPE_INDEXES[names]
+    match = " AND ".join(f"{name} = ?" for name in names)
+    types = (event_type,) if event_type is not None else lifecycle.EVENT_TYPES
+    ranges = " UNION ALL ".join(
+        f"SELECT event_id FROM deployment_event_scopes {index}"
+        f" WHERE {match} AND type = ? AND event_id > ?" for _ in types)
+    parameters: list[object] = []
+    for event_type_ in types:
+        parameters += [*scope.values(), event_type_, after]
+    return (f"SELECT {_EVENT_COLUMNS} FROM ({ranges} ORDER BY event_id LIMIT ?) AS page"
+            " JOIN deployment_events e ON e.id = page.event_id ORDER BY e.id", [*parameters, limit])
 
 
 # --- backup ---------------------------------------------------------------------

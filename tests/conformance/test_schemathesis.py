@@ -26,6 +26,7 @@ import pytest
 import schemathesis
 
 from deployapi.app import load_openapi
+from deployapi.insights import MAX_WINDOW
 
 FUZZING_EXAMPLES = 50  # per operation, on top of the examples and coverage phases
 STATEFUL_SCENARIOS = 60
@@ -149,16 +150,21 @@ def _inexpressible_refusal(case, response) -> bool:
 
 
 def _dora_window_refused(query: dict, field: str) -> bool:
-    """Whether GET /metrics/dora may refuse ``field`` for its window: not an instant in years 1-9999, or
-    a window that does not end after it starts, with the defaults applied (until: now; since: 30 days
-    before until, but no earlier than the start of year 1, so only an until at that very start)."""
+    """Whether GET /metrics/dora may refuse ``field`` for its window: not an instant in years 1-9999, a
+    window that does not end after it starts, with the defaults applied (until: now; since: 30 days
+    before until, but no earlier than the start of year 1, so only an until at that very start), or a
+    since more than MAX_WINDOW before until."""
     value = _instant(query[field])
     if value is None:
         return True
     if field == "until":
         since = _instant(query["since"]) if "since" in query else datetime(1, 1, 1, tzinfo=timezone.utc)
         return since is not None and since >= value
-    return "until" not in query and value >= datetime.now(timezone.utc)
+    if "until" in query:  # a since at or after until is reported on until
+        until = _instant(query["until"])
+        return until is None or until - value > MAX_WINDOW
+    now = datetime.now(timezone.utc)
+    return value >= now or now - value > MAX_WINDOW
 
 
 def schema_valid_requests_are_accepted(ctx, response, case):

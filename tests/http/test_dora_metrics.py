@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from builders import assert_invalid_fields
+from builders import START, assert_invalid_fields
 from histories import Timeline, at, shipped
+
+from deployapi.lifecycle import format_timestamp
 
 DAY = 24 * 60  # minutes
 
@@ -314,8 +316,33 @@ def test_an_until_in_the_first_days_of_year_one_does_not_break_the_default_since
     assert body["counts"]["succeeded"] == 0
 
 
-def test_the_far_end_of_the_calendar_is_a_valid_window(timeline):
+def test_the_last_days_of_the_calendar_are_a_valid_window(timeline):
     timeline.deploy(0, steps=shipped(1, 2, 3))
-    body = timeline.get("/metrics/dora", since="0001-01-01T00:00:00Z", until="9999-12-31T23:59:59.999999Z")
-    assert body["counts"]["succeeded"] == 1
-    assert 0 < body["deployment_frequency_per_day"] < 1e-5
+    body = timeline.get("/metrics/dora", since="9999-09-30T23:59:59.999999Z", until="9999-12-31T23:59:59.999999Z")
+    assert body["counts"]["succeeded"] == 0
+    assert body["deployment_frequency_per_day"] == 0.0
+
+
+def test_a_window_of_92_days_is_answered_and_a_longer_one_is_422_saying_how_long_it_may_be(timeline):
+    timeline.deploy(0, steps=shipped(1, 2, 3))
+    timeline.deploy(92 * DAY - 5, steps=shipped(92 * DAY - 4, 92 * DAY - 3, 92 * DAY - 2))
+
+    longest = metrics(timeline, since=0, until=92 * DAY)
+    assert longest["counts"]["succeeded"] == 2
+    assert longest["deployment_frequency_per_day"] == pytest.approx(2 / 92)
+
+    one_microsecond_more = timeline.client.get("/metrics/dora", query_string={
+        "since": format_timestamp(START - timedelta(microseconds=1)), "until": at(92 * DAY)})
+    assert_invalid_fields(one_microsecond_more, ["since"])
+    assert one_microsecond_more.get_json()["errors"][0]["message"] == (
+        f"the window may be at most 92 days long: since must be {at(0)} or later "
+        f"(until is {at(92 * DAY)}); ask for longer periods window by window")
+
+
+@pytest.mark.parametrize("query", [
+    pytest.param({"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59.999999Z"}, id="the-whole-calendar"),
+    pytest.param({"since": "2000-01-01T00:00:00Z"}, id="since-alone-years-before-now"),
+])
+def test_all_of_history_in_one_window_is_422(timeline, query):
+    timeline.set_now(0)
+    assert_invalid_fields(timeline.client.get("/metrics/dora", query_string=query), ["since"])

@@ -123,7 +123,8 @@ def test_missing_triggers_fail_the_check(db_path, repo):
     assert set(failed(db_path)[TRIGGERS]) == {"deployment_events_no_update is missing",
                                                "deployment_events_no_delete is missing",
                                                "deployments_no_delete is missing",
-                                               "deployments_creation_is_fixed is missing"}
+                                               "deployments_creation_is_fixed is missing",
+                                               "deployment_events_derive is missing"}
 
 
 # --- truncation, a lost -wal, a stale copy ----------------------------------------------
@@ -149,6 +150,7 @@ def test_a_truncated_tail_with_the_counter_fixed_is_caught_by_the_anchor(db_path
     # The last deployment and both its events gone, as whole transactions are
     # when the end of a -wal is lost; the counter put back to match.
     edit(db_path, "DELETE FROM deployment_events WHERE id > 6", f"DELETE FROM deployments WHERE id = '{ids[-1]}'",
+         "DELETE FROM deployment_event_scopes WHERE event_id > 6", "DELETE FROM deployment_steps WHERE event_id > 6",
          "UPDATE sqlite_sequence SET seq = 6")
     failures = failed(db_path, [anchor])
     assert set(failures) == {f"the history contains the anchored head 8:{anchor.hash[:12]}…"}
@@ -204,7 +206,7 @@ def test_a_version_3_database_is_rechained_and_its_old_anchors_still_verify(tmp_
     finally:
         repository.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     new_anchor = head(path)
     report = check_database(path, [old_anchor, new_anchor])
     assert report.ok, report.lines()

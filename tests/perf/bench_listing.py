@@ -75,6 +75,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from run_context import code_description, machine_description
@@ -84,6 +85,8 @@ from werkzeug.wrappers import Response
 from deployapi import create_app, ids, lifecycle, listing, repository
 from deployapi.lifecycle import Deployment, Event, NewDeployment
 from deployapi.repository import Repository
+
+T = TypeVar("T")
 
 # Bump when the generated data changes, so stale seeded files are not reused.
 DATASET_VERSION = 1
@@ -154,6 +157,13 @@ def stored_count(path: Path) -> int | None:
 def remove_database(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def copy_database(source: Path, destination: Path) -> None:
+    """A consistent copy of ``source`` (SQLite's backup API), never opening it for writing."""
+    with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as reader, \
+            contextlib.closing(sqlite3.connect(destination)) as copy:
+        reader.backup(copy)
 
 
 def creation_times(count: int, rng: random.Random) -> list[dt.datetime]:
@@ -665,6 +675,36 @@ def render_insights(write: Callable[[str], None], sizes: list[int],
 # --- write cost of the listing indexes --------------------------------------------
 
 
+def open_variants(variants: dict[str, Path], base: Path | None,
+                  strip: dict[str, Callable[[sqlite3.Connection], None]]) -> dict[str, Repository]:
+    """A repository on each file, fresh or a copy of ``base``; then ``strip[variant]`` on a variant's file.
+
+    After start-up, because start-up runs schema.sql, which would create again
+    whatever a strip drops.
+    """
+    for path in variants.values():
+        remove_database(path)
+        if base is not None:
+            copy_database(base, path)
+    repos = {variant: Repository(path) for variant, path in variants.items()}
+    for variant, strip_variant in strip.items():
+        with contextlib.closing(sqlite3.connect(variants[variant])) as conn:
+            strip_variant(conn)
+    return repos
+
+
+def alternating(repos: dict[str, Repository], items: Sequence[T], rounds: int) -> Iterator[tuple[str, Repository, T]]:
+    """Each item once per variant, the variants taking turns in ``rounds`` chunks.
+
+    So that a burst of other work on the machine hits every variant alike.
+    """
+    chunk = math.ceil(len(items) / rounds)
+    for start in range(0, len(items), chunk):
+        for variant, repo in repos.items():
+            for item in items[start:start + chunk]:
+                yield variant, repo, item
+
+
 def measure_creates(db_dir: Path, creates: int, rounds: int, base: Path | None) -> dict[str, object]:
     """create_deployment throughput, one transaction each, with and without the listing indexes.
 
@@ -675,32 +715,24 @@ def measure_creates(db_dir: Path, creates: int, rounds: int, base: Path | None) 
     variants = {"with the listing indexes": db_dir / "creates-indexed.db",
                 "without them": db_dir / "creates-bare.db"}
     dropped: list[str] = []
-    for path in variants.values():
-        remove_database(path)
-        if base is not None:
-            with contextlib.closing(sqlite3.connect(f"file:{base}?mode=ro", uri=True)) as source, \
-                    contextlib.closing(sqlite3.connect(path)) as copy:
-                source.backup(copy)
-    repos = {variant: Repository(path) for variant, path in variants.items()}
-    # After start-up, because start-up runs schema.sql, which creates them again.
-    with contextlib.closing(sqlite3.connect(variants["without them"])) as conn:
-        dropped = [row[0] for row in conn.execute(
+
+    def drop_listing_indexes(conn: sqlite3.Connection) -> None:
+        dropped.extend(row[0] for row in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index'"
             " AND (name = 'deployments_newest_first' OR name LIKE 'deployments\\_by\\_%' ESCAPE '\\')"
-            " ORDER BY name")]
+            " ORDER BY name"))
         for name in dropped:
             conn.execute(f'DROP INDEX "{name}"')
+
+    repos = open_variants(variants, base, {"without them": drop_listing_indexes})
     rng = random.Random(7)
     requests = [_new_deployment(rng) for _ in range(creates)]
     samples: dict[str, list[float]] = {variant: [] for variant in variants}
-    chunk = math.ceil(creates / rounds)
     try:
-        for start in range(0, creates, chunk):
-            for variant, repo in repos.items():
-                for request in requests[start:start + chunk]:
-                    began = time.perf_counter_ns()
-                    repo.create_deployment(request)
-                    samples[variant].append((time.perf_counter_ns() - began) / 1e6)
+        for variant, repo, request in alternating(repos, requests, rounds):
+            began = time.perf_counter_ns()
+            repo.create_deployment(request)
+            samples[variant].append((time.perf_counter_ns() - began) / 1e6)
     finally:
         for repo in repos.values():
             repo.close()

@@ -34,8 +34,8 @@ def test_environments_report_every_bad_parameter():
                  "2026-11-26T10:15:30.123456Z", id="since-only"),
     pytest.param({"until": ["2026-03-01T00:00:00+01:00"]}, "2026-01-29T23:00:00.000000Z",
                  "2026-02-28T23:00:00.000000Z", id="until-only"),
-    pytest.param({"since": ["2025-01-01T00:00:00Z"], "until": ["2026-01-01T00:00:00Z"]},
-                 "2025-01-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z", id="both"),
+    pytest.param({"since": ["2025-10-01T00:00:00Z"], "until": ["2026-01-01T00:00:00Z"]},
+                 "2025-10-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z", id="both"),
 ])
 def test_a_missing_bound_defaults_to_now_or_30_days_before_until(args, since, until):
     assert parse_dora_query(args, NOW) == DoraQuery(since=since, until=until)
@@ -56,6 +56,23 @@ def test_a_window_must_end_after_it_starts(args, field):
     with pytest.raises(ValidationFailed) as caught:
         parse_dora_query(args, NOW)
     assert fields(caught.value) == [field]
+
+
+@pytest.mark.parametrize("args, longest", [
+    pytest.param({"since": ["2025-07-01T00:00:00Z"], "until": ["2025-10-01T00:00:00Z"]}, True, id="a-quarter"),
+    pytest.param({"since": ["2025-06-30T23:59:59.999999Z"], "until": ["2025-10-01T00:00:00Z"]}, False,
+                 id="a-microsecond-more"),
+    pytest.param({"since": ["2025-01-01T00:00:00Z"], "until": ["2026-01-01T00:00:00Z"]}, False, id="a-year"),
+    pytest.param({"since": ["2026-08-26T10:15:30.123456Z"]}, True, id="since-alone-92-days-before-now"),
+    pytest.param({"since": ["2000-01-01T00:00:00Z"]}, False, id="since-alone-years-before-now"),
+])
+def test_a_window_is_at_most_92_days_long(args, longest):
+    if longest:
+        assert parse_dora_query(args, NOW)
+        return
+    with pytest.raises(ValidationFailed) as caught:
+        parse_dora_query(args, NOW)
+    assert fields(caught.value) == ["since"]
 
 
 def test_every_bad_dora_parameter_is_reported_at_once():
