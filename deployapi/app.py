@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Collection, Iterable
+from datetime import datetime
 from pathlib import Path
 
 from werkzeug.routing import Map, Rule
@@ -36,7 +37,7 @@ HANDLERS: dict[str, Handler] = {
     "event_head": handlers.event_head,
 }
 
-# Where RemoteUserFromHeader leaves the reason a header named nobody.
+# Where IdentityHeader leaves the reason a header named nobody.
 IDENTITY_REFUSED = "deployapi.identity_refused"
 
 # Reachable without an authenticated user even when REMOTE_USER is trusted,
@@ -67,11 +68,15 @@ def _url_map() -> Map:
 
 
 class DeployAPI:
-    """The WSGI application.  Holds its own repository: no module-level state."""
+    """The WSGI application.  Holds its own repository: no module-level state.
+
+    Build it with :func:`create_app`, which opens the repository it holds.
+    """
 
     def __init__(self, repository: Repository, production_environments: Collection[str], *,
-                 trust_remote_user: bool = False):
+                 trust_remote_user: bool = False, remote_user_header: str | None = None):
         self.repository = repository
+        self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
         # Bound once, not per request (bind_to_environ costs ~25 µs): matching
         # needs only the path and the method.  The host it is bound to would
@@ -83,6 +88,8 @@ class DeployAPI:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
+        if self._identity_header is not None:
+            self._identity_header.set_remote_user(environ)
         request = Request(environ)
         request_id = logs.request_id_from(request.headers.get("X-Request-ID"))
         response = self.dispatch(request, request_id)
@@ -109,7 +116,7 @@ class DeployAPI:
         self.repository.close()
 
 
-class RemoteUserFromHeader:
+class IdentityHeader:
     """Sets the WSGI ``REMOTE_USER`` from a request header that an authenticating proxy writes.
 
     For servers that cannot pass REMOTE_USER themselves (waitress, gunicorn).
@@ -123,26 +130,26 @@ class RemoteUserFromHeader:
     with the reason (``IDENTITY_REFUSED`` in the environ).
     """
 
-    def __init__(self, app: Callable, header: str):
-        self.app = app
+    def __init__(self, header: str):
         self.header = header
         self.environ_key = "HTTP_" + header.upper().replace("-", "_")
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def set_remote_user(self, environ: dict) -> None:
+        """Replace any ``REMOTE_USER`` in ``environ`` by the header's identity, or record why there is none."""
         environ.pop("REMOTE_USER", None)
         raw = environ.get(self.environ_key)
-        if raw:
-            try:
-                user = raw.encode("latin-1").decode("utf-8")
-            except UnicodeError:
-                environ[IDENTITY_REFUSED] = f"the {self.header} header is not valid UTF-8"
-            else:
-                if "," in user:
-                    environ[IDENTITY_REFUSED] = (f"the {self.header} header holds a comma: more than one "
-                                                 "identity, or a header sent twice")
-                else:
-                    environ["REMOTE_USER"] = user
-        return self.app(environ, start_response)
+        if not raw:
+            return
+        try:
+            user = raw.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            environ[IDENTITY_REFUSED] = f"the {self.header} header is not valid UTF-8"
+            return
+        if "," in user:
+            environ[IDENTITY_REFUSED] = (f"the {self.header} header holds a comma: more than one "
+                                         "identity, or a header sent twice")
+        else:
+            environ["REMOTE_USER"] = user
 
 
 def _require_identity(environ: dict) -> None:
@@ -166,8 +173,11 @@ def create_app(
     *,
     production_environments: Collection[str] = lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS,
     trust_remote_user: bool = False,
+    remote_user_header: str | None = None,
     require_existing: bool = False,
     max_writers: int | None = None,
+    clock: Callable[[], datetime] | None = None,
+    busy_timeout_ms: int | None = None,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
@@ -176,17 +186,28 @@ def create_app(
     of environments in which a deployment must state its risk.  With
     ``trust_remote_user``, the WSGI ``REMOTE_USER`` set by an authenticating
     middleware or proxy is the actor and requester of every write, and requests
-    without one are 401.  ``max_writers`` bounds the writes in progress or
-    waiting at once; one more is 503 at once (give it fewer than the server's
-    threads, so that waiting writers never hold every thread).
+    without one are 401; ``remote_user_header`` then names a request header
+    that the proxy in front sets, from which the app takes ``REMOTE_USER``
+    itself.  ``max_writers`` bounds the writes in progress or waiting at once;
+    one more is 503 at once (give it fewer than the server's threads, so that
+    waiting writers never hold every thread).  ``clock`` (returning an aware UTC
+    datetime) and ``busy_timeout_ms`` replace the repository's defaults, for
+    tests.
 
-    :raises ValueError: for an empty or invalid set of production environments.
+    :raises ValueError: for an empty or invalid set of production environments, or a
+        ``remote_user_header`` without ``trust_remote_user``.
     :raises repository.DatabaseError: when the file cannot be opened as a database, or is missing
         and ``require_existing`` is set.
     """
     environments = production_set(production_environments)
-    repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers)
-    return DeployAPI(repository, environments, trust_remote_user=trust_remote_user)
+    if remote_user_header and not trust_remote_user:
+        raise ValueError("remote_user_header only makes sense with trust_remote_user")
+    # Only what the caller chose: the repository keeps its own defaults.
+    chosen = {name: value for name, value in (("clock", clock), ("busy_timeout_ms", busy_timeout_ms))
+              if value is not None}
+    repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, **chosen)
+    return DeployAPI(repository, environments, trust_remote_user=trust_remote_user,
+                     remote_user_header=remote_user_header)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 
 from . import logs
-from .app import RemoteUserFromHeader, create_app
+from .app import create_app
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
 from .integrity import Anchor, check_database
 from .repository import DatabaseError, backup_database
@@ -141,16 +141,16 @@ def serve(flags: dict) -> int:
         # One thread fewer than waitress has may write or wait to write, so
         # that reads are answered while writes wait (ADR 0007).
         app = create_app(settings.db, production_environments=settings.production_environments,
-                         trust_remote_user=settings.trust_remote_user, require_existing=settings.require_existing,
+                         trust_remote_user=settings.trust_remote_user, remote_user_header=settings.remote_user_header,
+                         require_existing=settings.require_existing,
                          max_writers=max(1, settings.threads - 1))
     except (ValueError, DatabaseError) as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
-    served = RemoteUserFromHeader(app, settings.remote_user_header) if settings.remote_user_header else app
     limits = Limits(threads=settings.threads, connection_limit=settings.connection_limit,
                     channel_timeout=settings.channel_timeout, outbuf_high_watermark=settings.outbuf_high_watermark)
     try:
-        server = create_server(served, host=settings.host, port=settings.port, limits=limits)
+        server = create_server(app, host=settings.host, port=settings.port, limits=limits)
     except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
         reason = getattr(error, "strerror", None) or error
         print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)

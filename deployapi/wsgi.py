@@ -8,7 +8,7 @@ port and threads belong to the hosting server.
 import os
 
 from . import logs
-from .app import RemoteUserFromHeader, create_app
+from .app import create_app
 from .config import ENVIRONMENT_VARIABLES, load_settings
 
 # Only the variables this entry point uses: a DEPLOYAPI_PORT meant for
@@ -21,6 +21,5 @@ if any(ENVIRONMENT_VARIABLES[name] in os.environ for name in ("log_level", "log_
     # hosting server's own logging configuration applies.
     logs.configure(_settings.log_level, _settings.log_format)
 app = create_app(_settings.db, production_environments=_settings.production_environments,
-                 trust_remote_user=_settings.trust_remote_user, require_existing=_settings.require_existing)
-if _settings.remote_user_header:
-    app = RemoteUserFromHeader(app, _settings.remote_user_header)
+                 trust_remote_user=_settings.trust_remote_user, remote_user_header=_settings.remote_user_header,
+                 require_existing=_settings.require_existing)

@@ -7,9 +7,8 @@ from datetime import timedelta
 from builders import START, StepClock, create_body
 from werkzeug.test import Client
 
-from deployapi.app import DeployAPI
+from deployapi import create_app
 from deployapi.lifecycle import format_timestamp
-from deployapi.repository import Repository
 
 
 def at(minute: float) -> str:
@@ -22,7 +21,7 @@ class Timeline:
 
     def __init__(self, db_path):
         self.clock = StepClock(step=timedelta(0))
-        self.app = DeployAPI(Repository(db_path, clock=self.clock), {"production"})
+        self.app = create_app(db_path, clock=self.clock)
         self.client = Client(self.app)
 
     def close(self) -> None:

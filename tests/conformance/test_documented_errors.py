@@ -19,8 +19,8 @@ from jsonschema import Draft202012Validator
 from werkzeug.test import Client
 
 from deployapi import create_app
-from deployapi.app import HANDLERS, DeployAPI, load_openapi
-from deployapi.repository import DatabaseBusy, Repository
+from deployapi.app import HANDLERS, load_openapi
+from deployapi.repository import DatabaseBusy
 from deployapi.storage import StorageFault
 
 DOCUMENT = load_openapi()
@@ -136,7 +136,7 @@ def trusting_app(tmp_path):
 @pytest.fixture
 def fragile_app(tmp_path):
     """An app that gives up on a locked database after 50 ms instead of 5 s."""
-    app = DeployAPI(Repository(tmp_path / "fragile.db", busy_timeout_ms=50), {"production"})
+    app = create_app(tmp_path / "fragile.db", busy_timeout_ms=50)
     yield app
     app.close()
 

@@ -10,8 +10,7 @@ import pytest
 from builders import create_body
 from werkzeug.test import Client, create_environ, run_wsgi_app
 
-from deployapi.app import DeployAPI
-from deployapi.repository import Repository
+from deployapi import create_app
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
@@ -135,7 +134,7 @@ def test_an_unexpected_error_is_a_generic_500_that_leaks_nothing(app, client, ca
 def test_a_locked_database_is_503_with_retry_after(tmp_path):
     path = tmp_path / "locked.db"
     # A short busy timeout keeps the test fast; another connection holds the write lock.
-    app = DeployAPI(Repository(path, busy_timeout_ms=50), {"production"})
+    app = create_app(path, busy_timeout_ms=50)
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
@@ -194,8 +193,6 @@ def test_an_accept_header_over_1_kib_is_431_and_not_parsed(client, created):
 
 
 def test_damaged_pages_are_a_503_with_retry_after_and_one_log_line_not_a_500(tmp_path, caplog):
-    from deployapi import create_app
-
     path = tmp_path / "damaged.db"
     app = create_app(path)
     client = Client(app)

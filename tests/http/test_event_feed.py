@@ -9,8 +9,7 @@ import pytest
 from builders import create_body
 from werkzeug.test import Client
 
-from deployapi.app import DeployAPI
-from deployapi.repository import Repository
+from deployapi import create_app
 
 
 def feed(client, **params):
@@ -84,7 +83,7 @@ def test_bad_feed_parameters_are_422(client, query_string, field):
 
 
 def test_a_tailing_consumer_misses_nothing_and_repeats_nothing_under_concurrent_writers(db_path):
-    app = DeployAPI(Repository(db_path), {"production"})
+    app = create_app(db_path)
     writers_done = threading.Event()
 
     def write(n):

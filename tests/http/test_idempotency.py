@@ -11,8 +11,7 @@ import pytest
 from builders import StepClock, create_body
 from werkzeug.test import Client
 
-from deployapi.app import DeployAPI
-from deployapi.repository import Repository
+from deployapi import create_app
 
 
 def counts(app) -> tuple[int, int]:
@@ -106,8 +105,6 @@ def test_a_409_is_not_replayed_once_the_action_becomes_possible(client, created)
 
 @pytest.fixture
 def trusted_app(db_path):
-    from deployapi import create_app
-
     application = create_app(db_path, trust_remote_user=True)
     yield application
     application.close()
@@ -197,7 +194,7 @@ def test_concurrent_requests_with_one_key_write_once(app, db_path):
 
 def test_keys_are_kept_for_24_hours_then_reusable(db_path):
     clock = StepClock()
-    app = DeployAPI(Repository(db_path, clock=clock), {"production"})
+    app = create_app(db_path, clock=clock)
     client = Client(app)
     try:
         first = post(client, "/deployments", create_body(), "daily")
@@ -215,7 +212,7 @@ def test_keys_are_kept_for_24_hours_then_reusable(db_path):
 
 def test_expired_keys_are_pruned_by_later_idempotent_writes(db_path):
     clock = StepClock()
-    app = DeployAPI(Repository(db_path, clock=clock), {"production"})
+    app = create_app(db_path, clock=clock)
     client = Client(app)
     try:
         for n in range(5):

@@ -7,7 +7,6 @@ from builders import create_body
 from werkzeug.test import Client
 
 from deployapi import create_app
-from deployapi.app import RemoteUserFromHeader
 
 
 class FakeAuth:
@@ -83,13 +82,13 @@ def test_without_trust_the_body_names_the_actor_and_remote_user_is_ignored(clien
     assert client.post("/deployments", json=create_body(requester=None)).status_code == 422
 
 
-# --- the identity header of an authenticating proxy (RemoteUserFromHeader) -----------
+# --- the identity header of an authenticating proxy (remote_user_header) ------------
 
 
 @pytest.fixture
 def behind_proxy(db_path):
-    app = create_app(db_path, trust_remote_user=True)
-    yield Client(RemoteUserFromHeader(app, "X-Remote-User"))
+    app = create_app(db_path, trust_remote_user=True, remote_user_header="X-Remote-User")
+    yield Client(app)
     app.close()
 
 

@@ -8,14 +8,13 @@ import pytest
 from builders import StepClock, create_body
 from werkzeug.test import Client
 
-from deployapi.app import DeployAPI
-from deployapi.repository import Repository
+from deployapi import create_app
 
 
 @pytest.fixture
 def stepped_app(db_path):
     """An app whose clock moves 1 ms per write, so created_at order is known."""
-    app = DeployAPI(Repository(db_path, clock=StepClock()), {"production"})
+    app = create_app(db_path, clock=StepClock())
     yield app
     app.close()
 
@@ -153,7 +152,7 @@ def test_deployments_created_while_walking_do_not_disturb_the_walk(listing, seed
 
 def test_a_walk_under_concurrent_inserts_sees_every_existing_deployment_exactly_once(db_path, listing, seeded):
     stop = threading.Event()
-    writer_client = Client(DeployAPI(Repository(db_path), {"production"}))
+    writer_client = Client(create_app(db_path))
 
     def keep_creating():
         n = 0
@@ -204,7 +203,7 @@ def test_a_cursor_reused_with_another_filter_is_400(listing, seeded):
 
 def test_a_cursor_from_another_database_is_400(tmp_path, listing, seeded):
     cursor = listing(limit=2).get_json()["next_cursor"]
-    other = DeployAPI(Repository(tmp_path / "other.db"), {"production"})
+    other = create_app(tmp_path / "other.db")
     try:
         assert Client(other).get("/deployments", query_string={"cursor": cursor}).status_code == 400
     finally:
@@ -213,7 +212,7 @@ def test_a_cursor_from_another_database_is_400(tmp_path, listing, seeded):
 
 def test_a_cursor_survives_a_restart(db_path, listing, seeded):
     cursor = listing(limit=4).get_json()["next_cursor"]
-    restarted = DeployAPI(Repository(db_path), {"production"})
+    restarted = create_app(db_path)
     try:
         response = Client(restarted).get("/deployments", query_string={"cursor": cursor, "limit": 4})
         assert versions(response) == ["1.7", "1.6", "1.5", "1.4"]
