@@ -12,8 +12,7 @@ import time
 from collections.abc import Sequence
 
 from . import logs
-from .app import create_app
-from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, load_settings
+from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, app_from_settings, load_settings
 from .integrity import Anchor, check_database
 from .repository import DatabaseError, backup_database
 from .server import Limits, create_server
@@ -133,17 +132,13 @@ def serve(flags: dict) -> int:
     except ConfigError as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
     # The whole process is ours here; an application that embeds the app
     # decides this for its own process (docs/operations.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         # One thread fewer than waitress has may write or wait to write, so
         # that reads are answered while writes wait (ADR 0007).
-        app = create_app(settings.db, production_environments=settings.production_environments,
-                         trust_remote_user=settings.trust_remote_user, remote_user_header=settings.remote_user_header,
-                         require_existing=settings.require_existing,
-                         max_writers=max(1, settings.threads - 1))
+        app = app_from_settings(settings, max_writers=max(1, settings.threads - 1))
     except (ValueError, DatabaseError) as error:
         print(f"deployapi: {error}", file=sys.stderr)
         return 2

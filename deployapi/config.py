@@ -1,7 +1,9 @@
-"""Server settings from command-line flags and ``DEPLOYAPI_*`` environment variables.
+"""Server settings from command-line flags and ``DEPLOYAPI_*`` environment variables, and the app they describe.
 
 Only the server entry points (``deployapi serve`` and ``deployapi.wsgi``) read
-the environment; ``create_app`` takes plain arguments.
+the environment; ``create_app`` takes plain arguments.  Both entry points turn
+their settings into an app with :func:`app_from_settings`, so that every
+setting means the same under waitress and under gunicorn.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import lifecycle, logs
-from .app import production_set
+from .app import DeployAPI, create_app, production_set
 from .server import Limits
 
 
@@ -103,6 +105,28 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
     return Settings(**values)
+
+
+def app_from_settings(settings: Settings, *, configure_logging: bool = True,
+                      max_writers: int | None = None) -> DeployAPI:
+    """The app that ``settings`` describe, as both server entry points serve it.
+
+    With ``configure_logging``, log records go to stderr at the settings' level
+    and format first (so that opening the database is logged as configured);
+    ``deployapi.wsgi`` passes False when no log variable was set, leaving
+    logging to the server that hosts it.  Host, port, threads and the waitress
+    limits are the server's business, not the app's.
+
+    :raises ValueError: for settings ``create_app`` refuses.
+    :raises repository.DatabaseError: when the database cannot be opened (or is missing, with
+        ``require_existing``).
+    """
+    if configure_logging:
+        logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings.db, production_environments=settings.production_environments,
+                      trust_remote_user=settings.trust_remote_user,
+                      remote_user_header=settings.remote_user_header,
+                      require_existing=settings.require_existing, max_writers=max_writers)
 
 
 def _boolean(text: str, source: str) -> bool:

@@ -1,0 +1,53 @@
+"""Settings into an app: ``deployapi serve`` and ``deployapi.wsgi`` build it the same way."""
+
+from __future__ import annotations
+
+import runpy
+
+import pytest
+from builders import create_body
+from werkzeug.test import Client
+
+from deployapi import create_app
+from deployapi.config import app_from_settings, load_settings
+
+TRUSTING_A_HEADER = {"DEPLOYAPI_TRUST_REMOTE_USER": "true", "DEPLOYAPI_REMOTE_USER_HEADER": "X-Forwarded-User"}
+
+
+def assert_the_header_names_the_requester(app) -> None:
+    client = Client(app)
+    response = client.post("/deployments", json=create_body(requester=None), headers={"X-Forwarded-User": "dana"})
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["requester"] == "dana"
+    # REMOTE_USER from anywhere else is not the proxy's word.
+    anonymous = client.post("/deployments", json=create_body(requester=None), environ_base={"REMOTE_USER": "eve"})
+    assert anonymous.status_code == 401 and anonymous.get_json()["code"] == "unauthenticated"
+
+
+def test_settings_with_a_trusted_identity_header_give_an_app_that_reads_it(tmp_path):
+    settings = load_settings({"db": str(tmp_path / "s.db")}, TRUSTING_A_HEADER)
+    app = app_from_settings(settings, configure_logging=False)
+    try:
+        assert_the_header_names_the_requester(app)
+    finally:
+        app.close()
+
+
+def test_the_wsgi_module_reads_the_trusted_identity_header_as_serve_does(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYAPI_DB", str(tmp_path / "w.db"))
+    for name, value in TRUSTING_A_HEADER.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DEPLOYAPI_LOG_LEVEL", "DEPLOYAPI_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)  # logging stays the test runner's
+    # run_module imports it afresh, without leaving it in sys.modules.
+    app = runpy.run_module("deployapi.wsgi")["app"]
+    try:
+        assert_the_header_names_the_requester(app)
+    finally:
+        app.close()
+
+
+def test_an_identity_header_without_trusting_identities_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="trust_remote_user"):
+        create_app(tmp_path / "x.db", remote_user_header="X-Forwarded-User")
+    assert not (tmp_path / "x.db").exists()
