@@ -2,20 +2,26 @@
 
 Handlers and the layers below raise exceptions that know nothing about HTTP
 (lifecycle and repository errors) or an :class:`ApiError` for problems found at
-the HTTP edge.  :func:`problem_response` picks the status and ``code`` by
-exception type; anything it does not recognise is logged with its traceback and
-answered with a generic 500 that leaks nothing.
+the HTTP edge.  :data:`ERRORS` maps each exception type to its status, ``code``
+and title, looked up along the exception's MRO (as Starlette's and Falcon's
+error handlers are), so a subclass is answered as its nearest mapped parent; an
+ApiError carries its own.  :func:`problem_response` renders the answer;
+anything the table does not know is logged with its traceback and answered
+with a generic 500 that leaks nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge, default_exceptions
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Response
 
+from .encoding import json_text
 from .lifecycle import ActorMismatch, InvalidTransition, SelfApproval, ValidationFailed
 from .repository import DatabaseBusy, DeploymentNotFound
 from .storage import StorageFault
@@ -37,6 +43,27 @@ MAX_LISTED_PROBLEMS = 50
 MAX_ECHOED = 80
 
 
+def _nothing(error: BaseException) -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """How one type of exception is answered: status, code and title, the rest taken from the exception.
+
+    ``detail`` gives the problem's ``detail`` (by default ``str(error)``),
+    ``extra`` its members beyond the standard ones, ``headers`` the response's
+    headers.
+    """
+
+    status: int
+    code: str
+    title: str
+    detail: Callable[[Any], str] = str
+    extra: Callable[[Any], dict[str, Any]] = _nothing
+    headers: Callable[[Any], dict[str, str]] = _nothing
+
+
 class ApiError(Exception):
     """A problem found at the HTTP edge, already carrying its status and code."""
 
@@ -47,6 +74,11 @@ class ApiError(Exception):
         self.title = title
         self.detail = detail
         self.extra = extra
+        self.kind = ErrorKind(status, code, title, extra=_own_extra)
+
+
+def _own_extra(error: ApiError) -> dict[str, Any]:
+    return error.extra
 
 
 def malformed_json(detail: str) -> ApiError:
@@ -88,65 +120,93 @@ def shorten(text: str) -> str:
     return text if len(text) <= MAX_ECHOED else text[:MAX_ECHOED - 1] + "…"
 
 
-def problem_response(error: BaseException, request_id: str = "") -> Response:
-    """Render any exception as problem+json; unknown ones as a logged, generic 500."""
-    headers: dict[str, str] = {}
-    extra: dict[str, Any] = {}
+def _listed_problems_detail(error: ValidationFailed) -> str:
+    count = len(error.problems)
+    detail = f"the request has {count} invalid field{'s' if count != 1 else ''}; see errors"
+    if count > MAX_LISTED_PROBLEMS:
+        detail += f" (the first {MAX_LISTED_PROBLEMS} are listed)"
+    return detail
+
+
+def _listed_problems(error: ValidationFailed) -> dict[str, Any]:
+    return {"errors": [{"field": shorten(p.field), "message": p.message}
+                       for p in error.problems[:MAX_LISTED_PROBLEMS]],
+            "errors_total": len(error.problems)}
+
+
+def _allowed_methods(error: MethodNotAllowed) -> list[str]:
+    return sorted(error.valid_methods or ())
+
+
+def _werkzeug_description(error: Any) -> str:
+    return error.description or error.name
+
+
+# Werkzeug's own 4xx (a malformed request it refused) keep their status, as bad_request.
+_WERKZEUG_CLIENT_ERRORS: dict[type[BaseException], ErrorKind] = {
+    exception: ErrorKind(status, "bad_request", HTTP_STATUS_CODES[status], detail=_werkzeug_description)
+    for status, exception in default_exceptions.items() if status < 500
+}
+
+ERRORS: dict[type[BaseException], ErrorKind] = {
+    **_WERKZEUG_CLIENT_ERRORS,
+    ValidationFailed: ErrorKind(422, "validation_failed", "Validation failed",
+                                detail=_listed_problems_detail, extra=_listed_problems),
+    DeploymentNotFound: ErrorKind(404, "not_found", "Not found",
+                                  detail=lambda e: f"no deployment has the id {shorten(e.deployment_id)!r}"),
+    InvalidTransition: ErrorKind(409, "invalid_transition", "Invalid transition",
+                                 extra=lambda e: {"current_status": e.current_status, "action": e.action}),
+    SelfApproval: ErrorKind(403, "self_approval", "Self-approval"),
+    ActorMismatch: ErrorKind(403, "actor_mismatch", "Actor mismatch"),
+    DatabaseBusy: ErrorKind(503, "database_busy", "Database busy",
+                            detail=lambda e: "the database is busy with other writes; retry shortly",
+                            headers=lambda e: {"Retry-After": RETRY_AFTER_SECONDS}),
+    # Logged once by the repository when the fault began, not per request.
+    StorageFault: ErrorKind(503, "storage_unavailable", "Storage unavailable",
+                            detail=lambda e: ("the database cannot keep writes right now (disk full, read-only or "
+                                              "failing storage, or the file was removed or replaced); nothing was "
+                                              "written, retry later"),
+                            headers=lambda e: {"Retry-After": STORAGE_RETRY_AFTER_SECONDS}),
+    MethodNotAllowed: ErrorKind(405, "method_not_allowed", "Method not allowed",
+                                detail=lambda e: f"this path allows only {', '.join(_allowed_methods(e))}",
+                                headers=lambda e: {"Allow": ", ".join(_allowed_methods(e))}),
+    NotFound: ErrorKind(404, "not_found", "Not found", detail=lambda e: "no resource at this path"),
+    RequestEntityTooLarge: ErrorKind(413, "payload_too_large", "Payload too large",
+                                     detail=lambda e: f"the request body must be at most {MAX_BODY_BYTES} bytes"),
+}
+
+
+INTERNAL_ERROR = ErrorKind(500, "internal_error", "Internal server error",
+                           detail=lambda e: "the server failed to handle the request; the error has been logged")
+
+
+def error_kind(error: BaseException) -> ErrorKind | None:
+    """How ``error`` is answered: an ApiError's own kind, else the entry of the nearest class in its MRO.
+
+    None when nothing in the table matches: the error is a bug, answered 500.
+    """
     if isinstance(error, ApiError):
-        status, code, title, detail = error.status, error.code, error.title, error.detail
-        extra = error.extra
-    elif isinstance(error, ValidationFailed):
-        status, code, title = 422, "validation_failed", "Validation failed"
-        count = len(error.problems)
-        detail = f"the request has {count} invalid field{'s' if count != 1 else ''}; see errors"
-        if count > MAX_LISTED_PROBLEMS:
-            detail += f" (the first {MAX_LISTED_PROBLEMS} are listed)"
-        extra = {"errors": [{"field": shorten(p.field), "message": p.message}
-                            for p in error.problems[:MAX_LISTED_PROBLEMS]],
-                 "errors_total": count}
-    elif isinstance(error, DeploymentNotFound):
-        status, code, title = 404, "not_found", "Not found"
-        detail = f"no deployment has the id {shorten(error.deployment_id)!r}"
-    elif isinstance(error, InvalidTransition):
-        status, code, title, detail = 409, "invalid_transition", "Invalid transition", str(error)
-        extra = {"current_status": error.current_status, "action": error.action}
-    elif isinstance(error, SelfApproval):
-        status, code, title, detail = 403, "self_approval", "Self-approval", str(error)
-    elif isinstance(error, ActorMismatch):
-        status, code, title, detail = 403, "actor_mismatch", "Actor mismatch", str(error)
-    elif isinstance(error, DatabaseBusy):
-        status, code, title = 503, "database_busy", "Database busy"
-        detail = "the database is busy with other writes; retry shortly"
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
-    elif isinstance(error, StorageFault):
-        # Logged once by the repository when the fault began, not per request.
-        status, code, title = 503, "storage_unavailable", "Storage unavailable"
-        detail = ("the database cannot keep writes right now (disk full, read-only or failing storage, or the "
-                  "file was removed or replaced); nothing was written, retry later")
-        headers["Retry-After"] = STORAGE_RETRY_AFTER_SECONDS
-    elif isinstance(error, MethodNotAllowed):
-        status, code, title = 405, "method_not_allowed", "Method not allowed"
-        allowed = sorted(error.valid_methods or ())
-        detail = f"this path allows only {', '.join(allowed)}"
-        headers["Allow"] = ", ".join(allowed)
-    elif isinstance(error, NotFound):
-        status, code, title, detail = 404, "not_found", "Not found", "no resource at this path"
-    elif isinstance(error, RequestEntityTooLarge):
-        return problem_response(payload_too_large())
-    elif isinstance(error, HTTPException) and error.code is not None and error.code < 500:
-        status, code = error.code, "bad_request"
-        title, detail = error.name, error.description or error.name
-    else:
+        return error.kind
+    for cls in type(error).__mro__:
+        kind = ERRORS.get(cls)
+        if kind is not None:
+            return kind
+    return None
+
+
+def render_problem(error: BaseException, request_id: str = "") -> tuple[int, str, dict[str, str]]:
+    """The status, problem+json text and headers answering ``error``; unknown ones a logged, generic 500."""
+    kind = error_kind(error)
+    if kind is None:
         logger.error("unhandled error while serving request %s", request_id or "(no id)", exc_info=error,
                      extra={"request_id": request_id})
-        status, code, title = 500, "internal_error", "Internal server error"
-        detail = "the server failed to handle the request; the error has been logged"
-    return problem(status, code, title, detail, headers=headers, **extra)
+        kind, error = INTERNAL_ERROR, None
+    body = {"type": PROBLEM_TYPE_PREFIX + kind.code, "title": kind.title, "status": kind.status,
+            "detail": kind.detail(error), "code": kind.code, **kind.extra(error)}
+    return kind.status, json_text(body), kind.headers(error)
 
 
-def problem(status: int, code: str, title: str, detail: str, *,
-            headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    body = {"type": PROBLEM_TYPE_PREFIX + code, "title": title, "status": status,
-            "detail": detail, "code": code, **extra}
-    return Response(json.dumps(body), status=status, headers=headers,
-                    mimetype=PROBLEM_MIMETYPE)
+def problem_response(error: BaseException, request_id: str = "") -> Response:
+    """Render any exception as a problem+json response; unknown ones as a logged, generic 500."""
+    status, body, headers = render_problem(error, request_id)
+    return Response(body, status=status, headers=headers, mimetype=PROBLEM_MIMETYPE)

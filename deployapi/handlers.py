@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from werkzeug.wrappers import Request, Response
 
 from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
+from .encoding import json_text
 from .lifecycle import Deployment, Event
 from .repository import Repository, WriteTransaction
 from .storage import StorageFault
@@ -55,7 +56,7 @@ def list_deployments(request: Request, ctx: Context) -> Response:
     if page.next_position is not None:
         next_cursor = listing.encode_cursor(page.next_position, query.filters(), ctx.repository.cursor_key)
     # The items arrive as JSON text (repository.DEPLOYMENT_DOCUMENT): joined, not re-encoded.
-    body = f'{{"items":[{",".join(page.documents)}],"next_cursor":{json.dumps(next_cursor)}}}'
+    body = f'{{"items":[{",".join(page.documents)}],"next_cursor":{json_text(next_cursor)}}}'
     return json_text_response(body)
 
 
@@ -247,8 +248,8 @@ def _reject_constant(name: str) -> None:
 
 
 def json_response(body: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
-    # ensure_ascii=False: UTF-8 as it is, like the documents SQLite renders.
-    return json_text_response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status, headers=headers)
+    """``body`` encoded by the one JSON encoder (encoding.json_text), as application/json."""
+    return json_text_response(json_text(body), status, headers=headers)
 
 
 def json_text_response(text: str, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
@@ -286,8 +287,7 @@ def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
     for event in events:
         deployment, first_success = context[event.id]
         batch.append(cdevents.cloudevent(event, deployment, first_success=first_success, mount=request.script_root))
-    return Response(json.dumps(batch, separators=(",", ":"), ensure_ascii=False),
-                    headers={**VARY_ACCEPT, **(headers or {})},
+    return Response(json_text(batch), headers={**VARY_ACCEPT, **(headers or {})},
                     mimetype=cdevents.BATCH_MEDIA_TYPE)
 
 

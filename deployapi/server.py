@@ -22,7 +22,6 @@ job (docs/operations.md, "Behind a reverse proxy").
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -96,8 +95,8 @@ class ProblemErrorTask(ErrorTask):
         else:
             problem = errors.ApiError(status, "internal_error", error.reason,
                                       "the server failed to handle the request; the error has been logged")
-        body = json.dumps({"type": errors.PROBLEM_TYPE_PREFIX + problem.code, "title": problem.title,
-                           "status": status, "detail": problem.detail, "code": problem.code}).encode()
+        _, text, _ = errors.render_problem(problem)
+        body = text.encode("utf-8")
         self.status = f"{status} {error.reason}"
         self.response_headers.append(("Content-Type", errors.PROBLEM_MIMETYPE))
         self.set_close_on_finish()

@@ -8,9 +8,11 @@ import sqlite3
 
 import pytest
 from builders import create_body
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.test import Client, create_environ, run_wsgi_app
 
 from deployapi import create_app
+from deployapi.repository import DeploymentNotFound
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
@@ -218,3 +220,57 @@ def test_damaged_pages_are_a_503_with_retry_after_and_one_log_line_not_a_500(tmp
         assert len(faults) == 1 and not any(r.exc_info for r in caplog.records)
     finally:
         app.close()
+
+
+# --- one encoder for every body ------------------------------------------------------
+
+
+def test_a_non_ascii_value_in_an_error_body_comes_back_unescaped_and_compact(client):
+    response = client.post("/deployments", json={**create_body(), "naïve_zoë": 1})
+    assert_problem(response, 422, "validation_failed")
+    raw = response.get_data()
+    assert '"field":"naïve_zoë"'.encode() in raw
+    assert b"\\u00" not in raw and b'", "' not in raw and b'": ' not in raw
+    assert raw.startswith(b'{"type":"urn:deployapi:problem:validation_failed","title":')
+
+
+def test_error_and_success_bodies_are_encoded_alike(client, created):
+    deployment = created(rollback_plan="Redeploy 1.4.1 — ask Zoë")
+    success = client.get(f"/deployments/{deployment['id']}").get_data()
+    error = client.get("/deployments/zoë").get_data()
+    assert "— ask Zoë".encode() in success and b"\\u" not in success
+    assert "'zoë'".encode() in error and b"\\u" not in error and b", " not in error.split(b'"detail"')[0]
+
+
+def test_a_lone_surrogate_echoed_in_an_error_is_escaped_not_a_500(client):
+    # json.loads accepts the escape; the name has no UTF-8 form, so it goes back escaped.
+    data = json.dumps(create_body())[:-1].encode() + b', "x\\ud800": 1}'
+    response = client.post("/deployments", data=data, content_type="application/json")
+    assert_problem(response, 422, "validation_failed")
+    assert b'"field":"x\\ud800"' in response.get_data()
+    assert response.get_json()["errors"][0]["field"] == "x\ud800"
+
+
+# --- errors as a table ----------------------------------------------------------------
+
+
+class DeploymentGone(DeploymentNotFound):
+    """A subclass the error table does not name."""
+
+
+def test_a_subclass_of_a_mapped_exception_is_answered_as_its_parent(app, client):
+    def gone(deployment_id):
+        raise DeploymentGone(deployment_id)
+
+    app.repository.deployment_document = gone
+    body = assert_problem(client.get("/deployments/abc"), 404, "not_found")
+    assert body["detail"] == "no deployment has the id 'abc'"
+
+
+def test_a_subclass_of_a_werkzeug_client_error_keeps_its_status(app, client):
+    def disconnected(deployment_id):
+        raise ClientDisconnected()  # a BadRequest
+
+    app.repository.deployment_document = disconnected
+    body = assert_problem(client.get("/deployments/abc"), 400, "bad_request")
+    assert body["title"] == "Bad Request"

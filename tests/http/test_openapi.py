@@ -62,11 +62,14 @@ def modules_the_app_runs() -> list[Path]:
 
 
 def codes_the_code_can_produce() -> set[str]:
-    """Every problem `code` the app's modules write: ApiError(status, "code", …) and `code = …` assignments."""
+    """Every problem `code` the app's modules write: ApiError(status, "code", …), the errors table's
+    ErrorKind(status, "code", …) and `code = …` assignments."""
     codes = set()
     for source in modules_the_app_runs():
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "ApiError":
+            if (isinstance(node, ast.Call)
+                    and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("ApiError", "ErrorKind")
+                    and isinstance(node.args[1], ast.Constant)):
                 codes.add(node.args[1].value)
             elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple):
                 for target in node.targets:
