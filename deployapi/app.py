@@ -17,7 +17,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import handlers, lifecycle, logs
-from .errors import problem_response, unauthenticated
+from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
 from .repository import Repository
 
@@ -67,6 +67,12 @@ def _url_map() -> Map:
     )
 
 
+class ApiRequest(Request):
+    """A request whose body Werkzeug itself limits: past 64 KiB, reading it raises RequestEntityTooLarge (413)."""
+
+    max_content_length = MAX_BODY_BYTES
+
+
 class DeployAPI:
     """The WSGI application.  Holds its own repository: no module-level state.
 
@@ -90,7 +96,7 @@ class DeployAPI:
         started = time.perf_counter()
         if self._identity_header is not None:
             self._identity_header.set_remote_user(environ)
-        request = Request(environ)
+        request = ApiRequest(environ)
         request_id = logs.request_id_from(request.headers.get("X-Request-ID"))
         response = self.dispatch(request, request_id)
         response.headers["X-Request-ID"] = request_id

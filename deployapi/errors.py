@@ -95,11 +95,6 @@ def unsupported_media_type(content_type: str) -> ApiError:
                     f"the request body must be sent as application/json (Content-Type was {shown})")
 
 
-def payload_too_large() -> ApiError:
-    return ApiError(413, "payload_too_large", "Payload too large",
-                    f"the request body must be at most {MAX_BODY_BYTES} bytes")
-
-
 def unauthenticated(reason: str) -> ApiError:
     return ApiError(401, "unauthenticated", "Unauthenticated",
                     "this server records the authenticated user as the actor, and this request has none "
@@ -171,6 +166,7 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
                                 detail=lambda e: f"this path allows only {', '.join(_allowed_methods(e))}",
                                 headers=lambda e: {"Allow": ", ".join(_allowed_methods(e))}),
     NotFound: ErrorKind(404, "not_found", "Not found", detail=lambda e: "no resource at this path"),
+    # Raised by Werkzeug when a body passes Request.max_content_length (see app.ApiRequest).
     RequestEntityTooLarge: ErrorKind(413, "payload_too_large", "Payload too large",
                                      detail=lambda e: f"the request body must be at most {MAX_BODY_BYTES} bytes"),
 }

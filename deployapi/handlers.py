@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
@@ -192,17 +193,23 @@ def query_args(request: Request) -> dict[str, list[str]]:
 def read_json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object.
 
-    :raises errors.ApiError: 413 over 64 KiB, 415 if not sent as JSON, 400 if not a JSON object.
+    :raises errors.ApiError: 415 if not sent as JSON, 400 if not a JSON object.
+    :raises RequestEntityTooLarge: 413 over 64 KiB (``max_content_length`` of app.ApiRequest).
     """
-    if request.content_length is not None and request.content_length > errors.MAX_BODY_BYTES:
-        raise errors.payload_too_large()
+    # Werkzeug refuses a declared Content-Length over max_content_length when
+    # the stream is first touched: here, so that 413 comes before 415.
+    stream = request.stream
     _require_json_content_type(request)
-    # Reading one byte past the limit also catches chunked bodies, which
-    # declare no length (Werkzeug passes those through only from servers that
-    # set wsgi.input_terminated, as waitress does).
-    body = request.stream.read(errors.MAX_BODY_BYTES + 1)
-    if len(body) > errors.MAX_BODY_BYTES:
-        raise errors.payload_too_large()
+    # A chunked body declares no length; Werkzeug's stream raises once it
+    # passes max_content_length (it passes such bodies through only from
+    # servers that set wsgi.input_terminated, as waitress does).
+    body = stream.read()
+    if len(body) == errors.MAX_BODY_BYTES and request.content_length is None:
+        # Werkzeug's stream stops at the maximum without saying whether the
+        # body went on (and would refuse any further read): one more byte of
+        # the server's input tells a body of exactly 64 KiB from a longer one.
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
     if not body:
         raise errors.malformed_json("the request body is empty; send a JSON object")
     try:

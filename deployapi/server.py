@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import errors
 
@@ -86,7 +87,7 @@ class ProblemErrorTask(ErrorTask):
         error = self.request.error
         status = error.code
         if status == 413:
-            problem = errors.payload_too_large()
+            problem: Exception = RequestEntityTooLarge()
         elif status == 431:
             problem = errors.header_too_large("request line and headers", MAX_REQUEST_HEADER_BYTES)
         elif status < 500:

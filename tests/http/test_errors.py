@@ -95,6 +95,46 @@ def test_a_chunked_body_over_64_kib_is_413(app):
     assert json.loads(b"".join(app_iter))["code"] == "payload_too_large"
 
 
+def event_count(app) -> int:
+    with sqlite3.connect(app.repository.db_path) as conn:
+        return conn.execute("SELECT count(*) FROM deployment_events").fetchone()[0]
+
+
+def chunked(path: str, body: bytes, content_type: str = "application/json") -> dict:
+    """The environ of a chunked upload as waitress hands it over: no Content-Length, input terminated."""
+    environ = create_environ(path, method="POST", content_type=content_type)
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
+                    "HTTP_TRANSFER_ENCODING": "chunked"})
+    return environ
+
+
+def padded_to(size: int, body: dict) -> bytes:
+    text = json.dumps(body).encode()
+    return text[:-1] + b" " * (size - len(text)) + b"}"
+
+
+def test_a_chunked_body_of_exactly_64_kib_is_read(app):
+    app_iter, status, _ = run_wsgi_app(app, chunked("/deployments", padded_to(65_536, create_body())))
+    assert status.startswith("201"), b"".join(app_iter)
+
+
+def test_a_chunked_action_body_over_64_kib_is_413_and_appends_no_event(app, created):
+    deployment = created()
+    body = padded_to(65_537, {"actor": "bob@example.com"})
+    app_iter, status, _ = run_wsgi_app(app, chunked(f"/deployments/{deployment['id']}/approve", body))
+    assert status.startswith("413") and json.loads(b"".join(app_iter))["code"] == "payload_too_large"
+    assert event_count(app) == 1
+    assert Client(app).get(f"/deployments/{deployment['id']}").get_json()["status"] == "pending_approval"
+
+
+def test_a_declared_length_over_64_kib_is_413_before_the_media_type_is_looked_at(app, client):
+    response = client.post("/deployments", data=b"x" * 65_537, content_type="text/plain")
+    body = assert_problem(response, 413, "payload_too_large")
+    assert body["detail"] == "the request body must be at most 65536 bytes"
+    assert deployment_count(app) == 0
+
+
 def test_422_lists_every_problem_with_field_and_message(client):
     response = client.post("/deployments", json={"service": "Bad", "work_refs": "x", "nickname": "y"})
     body = assert_problem(response, 422, "validation_failed")
