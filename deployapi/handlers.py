@@ -36,6 +36,7 @@ class Context:
 
 
 def create_deployment(request: Request, ctx: Context) -> Response:
+    """POST /deployments: validate the body, record the deployment and its created event; 201 with Location."""
     payload = read_json_object(request)
     caller = identity(request, ctx)
     new = lifecycle.validate_new_deployment(payload, ctx.production_environments, identity=caller)
@@ -48,6 +49,7 @@ def create_deployment(request: Request, ctx: Context) -> Response:
 
 
 def list_deployments(request: Request, ctx: Context) -> Response:
+    """GET /deployments: one page of deployments, newest first, filtered, with the next page's cursor."""
     try:
         query = listing.parse_list_query(query_args(request), ctx.repository.cursor_key)
     except listing.InvalidCursor as error:
@@ -62,10 +64,12 @@ def list_deployments(request: Request, ctx: Context) -> Response:
 
 
 def get_deployment(request: Request, ctx: Context, deployment_id: str) -> Response:
+    """GET /deployments/{id}: the deployment as it is now."""
     return json_text_response(ctx.repository.deployment_document(deployment_id))
 
 
 def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -> Response:
+    """GET /deployments/{id}/events: the deployment's history, oldest first, as JSON or CloudEvents."""
     as_cloudevents = wants_cloudevents(request, feed.parse_format(query_args(request)))
     events = ctx.repository.list_events(deployment_id)
     if as_cloudevents:
@@ -74,6 +78,7 @@ def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -
 
 
 def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action: str) -> Response:
+    """POST /deployments/{id}/{action}: apply a lifecycle action and append its event; the updated deployment."""
     # The contract's check order: body (400/413/415/422), then existence (404),
     # then transition (409), then self-approval (403).  Validation happens here,
     # before the repository looks the deployment up.
@@ -85,6 +90,7 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
 
 
 def event_head(request: Request, ctx: Context) -> Response:
+    """GET /events/head: the id, hash and time of the newest event (all null before the first)."""
     # The newest id and hash: an external system that records them can later
     # prove the history up to that point was not rewritten.
     head = ctx.repository.event_head()
@@ -93,6 +99,7 @@ def event_head(request: Request, ctx: Context) -> Response:
 
 
 def list_event_feed(request: Request, ctx: Context) -> Response:
+    """GET /events: every event after a position, in commit order, as JSON or CloudEvents."""
     query = feed.parse_feed_query(query_args(request))
     events = ctx.repository.list_events_after(query.after, query.limit, service=query.service,
                                               environment=query.environment, event_type=query.event_type)
@@ -114,22 +121,26 @@ def _next_feed_query(query: feed.FeedQuery, next_after: int) -> str:
 
 
 def list_environments(request: Request, ctx: Context) -> Response:
+    """GET /environments: per service and environment, what is live and what is in flight."""
     query = insights.parse_environments_query(query_args(request))
     return json_response({"items": [environment_json(s) for s in ctx.repository.list_environments(query)]})
 
 
 def dora_metrics(request: Request, ctx: Context) -> Response:
+    """GET /metrics/dora: DORA-style metrics over a time window."""
     query = insights.parse_dora_query(query_args(request), ctx.repository.now())
     return json_response(dora_json(ctx.repository.dora_metrics(query)))
 
 
 def openapi_document(request: Request, ctx: Context) -> Response:
+    """GET /openapi.json: the OpenAPI document, its servers set to where the app is mounted."""
     # The mount prefix is only known per request: servers tells generated
     # clients where the API lives.
     return json_response({**ctx.openapi, "servers": [{"url": request.script_root or "/"}]})
 
 
 def health(request: Request, ctx: Context) -> Response:
+    """GET /healthz: 200 after a real database round trip, 503 when the database cannot answer."""
     try:
         ctx.repository.ping()
     except StorageFault as error:  # logged by the repository when it began
@@ -299,6 +310,7 @@ def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
 
 
 def environment_json(s: insights.EnvironmentState) -> dict[str, Any]:
+    """One item of GET /environments."""
     current = None
     if s.current is not None:
         current = {"deployment_id": s.current.deployment_id, "version": s.current.version,
@@ -312,6 +324,7 @@ def environment_json(s: insights.EnvironmentState) -> dict[str, Any]:
 
 
 def dora_json(m: insights.DoraMetrics) -> dict[str, Any]:
+    """The body of GET /metrics/dora."""
     def durations(d: insights.Durations) -> dict[str, Any]:
         return {"median": d.median, "p90": d.p90, "count": d.count}
 
@@ -328,6 +341,7 @@ def dora_json(m: insights.DoraMetrics) -> dict[str, Any]:
 
 
 def deployment_json(d: Deployment) -> dict[str, Any]:
+    """A Deployment as the API shows it (the same keys, in order, as repository.DEPLOYMENT_DOCUMENT)."""
     return {
         "id": d.id, "service": d.service, "environment": d.environment, "version": d.version,
         "requester": d.requester, "work_refs": list(d.work_refs), "risk": d.risk,
@@ -337,6 +351,7 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
 
 
 def event_json(e: Event) -> dict[str, Any]:
+    """An Event as the API shows it."""
     return {
         "id": e.id, "deployment_id": e.deployment_id, "sequence": e.sequence, "type": e.type,
         "actor": e.actor, "note": e.note, "from_status": e.from_status,
