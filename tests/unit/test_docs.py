@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deployapi import create_app, lifecycle
+from deployapi import create_app, feed, insights, lifecycle, listing
 from deployapi.app import load_openapi
 from deployapi.cli import build_parser
 from deployapi.config import ENVIRONMENT_VARIABLES
@@ -125,26 +125,27 @@ def test_each_field_table_lists_exactly_the_fields_of_its_schema(heading, header
     assert set(documented) == set(properties(schema)) - left_out
 
 
-def test_the_action_body_rules_are_the_ones_of_both_action_schemas():
+def test_the_action_body_rules_are_the_ones_of_both_action_schemas_and_of_the_code():
     assert properties("ActionWithOptionalNote") == properties("ActionWithRequiredNote")
+    assert set(properties("ActionWithOptionalNote")) == set(lifecycle.ACTION_FIELDS)
 
 
 def test_the_create_body_sentence_names_exactly_the_create_fields():
     text = section(API, "### POST /deployments")
     sentence = text[text.index("Body fields:"):text.index("Any other field")]
-    assert set(names(sentence)) == set(properties("CreateDeployment"))
+    assert set(names(sentence)) == set(properties("CreateDeployment")) == set(lifecycle.CREATE_FIELDS)
 
 
-@pytest.mark.parametrize(("heading", "path"), [
-    pytest.param("### GET /deployments", "/deployments", id="listing"),
-    pytest.param("### GET /events (the event feed)", "/events", id="event feed"),
-    pytest.param("### GET /environments", "/environments", id="environments"),
-    pytest.param("### GET /metrics/dora", "/metrics/dora", id="DORA metrics"),
+@pytest.mark.parametrize(("heading", "path", "parsed"), [
+    pytest.param("### GET /deployments", "/deployments", listing.PARAMETERS, id="listing"),
+    pytest.param("### GET /events (the event feed)", "/events", feed.PARAMETERS, id="event feed"),
+    pytest.param("### GET /environments", "/environments", insights.ENVIRONMENTS_PARAMETERS, id="environments"),
+    pytest.param("### GET /metrics/dora", "/metrics/dora", insights.DORA_PARAMETERS, id="DORA metrics"),
 ])
-def test_each_parameter_table_lists_exactly_the_query_parameters_of_its_operation(heading, path):
+def test_each_parameter_table_lists_exactly_the_query_parameters_of_its_operation(heading, path, parsed):
     documented = first_column(section(API, heading), "| parameter |")
     assert len(documented) == len(set(documented)), "a parameter is listed twice"
-    assert set(documented) == set(query_parameters(path))
+    assert set(documented) == set(query_parameters(path)) == set(parsed)
 
 
 def test_the_event_lists_of_one_deployment_document_their_format_parameter():
