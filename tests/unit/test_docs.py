@@ -357,3 +357,24 @@ def test_the_openapi_example_lists_every_path_of_the_document():
     example = text[text.index('"paths": ['):]
     example = example[:example.index("]")]
     assert re.findall(r'"(/[^"]*)"', example) == sorted(DOCUMENT["paths"])
+
+
+# --- links -----------------------------------------------------------------------------------------------------
+
+def anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    return {anchor(heading) for heading in re.findall(r"^#{1,6} (.+)$", prose(path), re.MULTILINE)}
+
+
+@pytest.mark.parametrize("path", REFERENCE_DOCS, ids=lambda path: path.name)
+def test_every_link_to_a_section_of_the_docs_finds_its_heading(path):
+    broken = []
+    for target, fragment in re.findall(r"\]\(([\w./-]*\.md)?#([\w-]+)\)", prose(path)):
+        document = (path.parent / target) if target else path
+        if fragment not in anchors(document):
+            broken.append(f"{target}#{fragment}")
+    assert not broken
