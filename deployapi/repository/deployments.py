@@ -355,5 +355,3 @@ def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead,
          chain.link_hash(event, event_id, last_hash or chain.GENESIS, content)),
     )
 
-
-# Creation fields stored as JSON text rather than as a plain column value.

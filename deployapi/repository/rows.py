@@ -33,6 +33,7 @@ DEPLOYMENT_COLUMNS = (
 )
 
 
+# Creation fields stored as JSON text rather than as a plain column value.
 _JSON_COLUMNS = frozenset({"work_refs"})
 # Every event in the form the chain hashes it: its fields, and for a created
 # event its deployment's creation columns (NULL for other events).  The column
