@@ -206,8 +206,8 @@ class Repository(Database):
                 # of one service a page of 1,000 events took 8 ms; taking the
                 # smallest success id per service and environment took 0.6 s.
                 "         AND earlier.created_at <= e.created_at"
-                "         AND success.type = 'succeeded' AND success.id < e.id)",
-                (json.dumps(successes),),
+                "         AND success.type = ? AND success.id < e.id)",
+                (json.dumps(successes), lifecycle.SUCCEEDED),
             )} if successes else set()
         deployments = {row["id"]: row_to_deployment(row) for row in rows}
         return {e.id: (deployments[e.deployment_id], e.id in first_successes) for e in events if e.id is not None}

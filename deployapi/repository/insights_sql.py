@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import sqlite3
 
+from .. import lifecycle
 from ..insights import EnvironmentState, InFlight, LiveVersion
+from .rows import sql_strings
+
+# The steps of deployment_steps, as schema.sql's views name them (a test holds
+# them to its CHECK): an approval, a start, a success and a failure are the
+# events of those types; a started deployment's next event finishes it; a
+# failed change is a failure, or a rollback of a deployment that had not failed.
+STEP_APPROVED, STEP_STARTED, STEP_SUCCEEDED, STEP_FAILED = (
+    lifecycle.APPROVED, lifecycle.STARTED, lifecycle.SUCCEEDED, lifecycle.FAILED)
+STEP_FINISHED = "finished"
+STEP_FAILED_CHANGE = "failed_change"
+STEPS = (STEP_APPROVED, STEP_STARTED, STEP_SUCCEEDED, STEP_FINISHED, STEP_FAILED, STEP_FAILED_CHANGE)
 
 # Both start from the (service, environment) pairs that have a deployment and
 # then seek, pair by pair, into deployments_by_service_environment_status_updated
@@ -43,6 +55,13 @@ scope (service, environment) AS (
       AND pairs.environment = coalesce(parameters.environment, pairs.environment)
 )"""
 
+# One max(updated_at) per status that changes what runs (lifecycle.CHANGE_STATUSES),
+# each the end of one index range, then the largest of them.
+_LAST_CHANGE_AT = ",\n            ".join(
+    "coalesce((SELECT max(updated_at) FROM deployments WHERE service = scope.service"
+    f"\n                      AND environment = scope.environment AND status = {sql_strings(status)}), '')"
+    for status in lifecycle.CHANGE_STATUSES)
+
 # Per pair: the live version (the newest deployment whose status is still
 # succeeded, by when it succeeded: its updated_at), the in-flight deployments
 # (approved or started; their count, and the newest few as rows), and the last
@@ -59,21 +78,15 @@ parameters (service, environment, in_flight_shown) AS (VALUES (?, ?, ?)),
 summaries AS MATERIALIZED (
     SELECT scope.service, scope.environment,
         (SELECT id FROM deployments INDEXED BY deployments_by_service_environment_status_updated
-         WHERE service = scope.service AND environment = scope.environment AND status = 'succeeded'
+         WHERE service = scope.service AND environment = scope.environment
+           AND status = {sql_strings(lifecycle.LIVE_STATUS)}
          ORDER BY updated_at DESC, id DESC LIMIT 1) AS live_id,
         (SELECT count(*) FROM deployments INDEXED BY deployments_by_service_environment_status_updated
          WHERE service = scope.service AND environment = scope.environment
-           AND status IN ('approved', 'started')) AS in_flight_count,
+           AND status IN ({sql_strings(*lifecycle.IN_FLIGHT_STATUSES)})) AS in_flight_count,
         -- max() of several arguments is NULL if any is: '' stands for "none" instead.
         nullif(max(
-            coalesce((SELECT max(updated_at) FROM deployments WHERE service = scope.service
-                      AND environment = scope.environment AND status = 'started'), ''),
-            coalesce((SELECT max(updated_at) FROM deployments WHERE service = scope.service
-                      AND environment = scope.environment AND status = 'succeeded'), ''),
-            coalesce((SELECT max(updated_at) FROM deployments WHERE service = scope.service
-                      AND environment = scope.environment AND status = 'failed'), ''),
-            coalesce((SELECT max(updated_at) FROM deployments WHERE service = scope.service
-                      AND environment = scope.environment AND status = 'rolled_back'), '')
+            {_LAST_CHANGE_AT}
         ), '') AS last_change_at
     FROM scope
 )
@@ -86,7 +99,7 @@ LEFT JOIN deployments AS live ON live.id = summaries.live_id
 LEFT JOIN deployments AS flight ON flight.rowid IN (
     SELECT rowid FROM deployments INDEXED BY deployments_by_service_environment_status_updated
     WHERE service = summaries.service AND environment = summaries.environment
-      AND status IN ('approved', 'started')
+      AND status IN ({sql_strings(*lifecycle.IN_FLIGHT_STATUSES)})
     ORDER BY updated_at DESC, id DESC LIMIT (SELECT in_flight_shown FROM parameters))
 ORDER BY summaries.service, summaries.environment, flight.updated_at DESC, flight.id DESC
 """
@@ -131,7 +144,7 @@ def _steps_in_window(step: str) -> str:
     """
     return ("scope CROSS JOIN parameters CROSS JOIN deployment_steps AS s"
             " WHERE s.service = scope.service AND s.environment = scope.environment"
-            f" AND s.step = '{step}' AND s.at >= parameters.since AND s.at < parameters.until")
+            f" AND s.step = {sql_strings(step)} AND s.at >= parameters.since AND s.at < parameters.until")
 
 
 # From deployment_steps, which the schema's trigger fills as events are
@@ -150,18 +163,18 @@ failures AS (
     SELECT s.at AS failed_at,
         (SELECT later.at FROM deployment_steps AS later
          WHERE later.service = s.service AND later.environment = s.environment
-           AND later.step = 'succeeded' AND later.at > s.at
+           AND later.step = {sql_strings(STEP_SUCCEEDED)} AND later.at > s.at
          ORDER BY later.at LIMIT 1) AS restored_at
-    FROM {_steps_in_window('failed')}
+    FROM {_steps_in_window(STEP_FAILED)}
 )
-SELECT 'succeeded' AS metric, count(*) AS value FROM {_steps_in_window('succeeded')}
-UNION ALL SELECT 'started', count(*) FROM {_steps_in_window('started')}
+SELECT 'succeeded' AS metric, count(*) AS value FROM {_steps_in_window(STEP_SUCCEEDED)}
+UNION ALL SELECT 'started', count(*) FROM {_steps_in_window(STEP_STARTED)}
 -- filed under the time their deployment started
-UNION ALL SELECT 'failed_changes', count(*) FROM {_steps_in_window('failed_change')}
+UNION ALL SELECT 'failed_changes', count(*) FROM {_steps_in_window(STEP_FAILED_CHANGE)}
 UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('failed_at', 'restored_at')})
 FROM failures
-UNION ALL SELECT 'approval_lead_time', json_group_array(s.microseconds) FROM {_steps_in_window('approved')}
-UNION ALL SELECT 'deploy_duration', json_group_array(s.microseconds) FROM {_steps_in_window('finished')}
+UNION ALL SELECT 'approval_lead_time', json_group_array(s.microseconds) FROM {_steps_in_window(STEP_APPROVED)}
+UNION ALL SELECT 'deploy_duration', json_group_array(s.microseconds) FROM {_steps_in_window(STEP_FINISHED)}
 UNION ALL {_WINDOW_DAYS}
 """
 

@@ -33,6 +33,15 @@ DEPLOYMENT_COLUMNS = (
 )
 
 
+def sql_strings(*values: str) -> str:
+    """Domain constants as SQL string literals, comma-separated, each quoted (quotes doubled).
+
+    For the statements that cannot take them as parameters: a fragment other
+    statements extend, or a fixed statement whose ``?`` are the request's.
+    """
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
 # Creation fields stored as JSON text rather than as a plain column value.
 _JSON_COLUMNS = frozenset({"work_refs"})
 # Every event in the form the chain hashes it: its fields, and for a created
@@ -42,7 +51,8 @@ EVENTS_WITH_CONTENT_SQL = (
     "SELECT e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status,"
     " e.created_at, e.hash, d.id IS NOT NULL AS has_content, "
     + ", ".join(f"d.{field} AS content_{field}" for field in lifecycle.CREATE_FIELDS)
-    + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id AND e.type = 'created'"
+    + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id"
+    + f" AND e.type = {sql_strings(lifecycle.CREATED)}"
 )
 
 
