@@ -2,7 +2,7 @@
 
 Pure parsing and validation of the ``GET /environments`` and ``GET /metrics/dora``
 query strings, and the values the repository answers them with.  The SQL is in
-repository.py; the definitions of every number are in docs/metrics.md.
+repository/insights_sql.py; the definitions of every number are in docs/metrics.md.
 """
 
 from __future__ import annotations

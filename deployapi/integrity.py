@@ -104,48 +104,50 @@ def _legal_transitions() -> list[tuple[str, str, str]]:
     ]
 
 
-# name -> query returning the offending deployment ids.  Each is a plain read of
-# schema.sql's tables; "legal" is the transition table of lifecycle.py, supplied
-# as a common table expression.
-DOMAIN_CHECKS: dict[str, str] = {
-    "every deployment has its created event": """
+# name -> (query returning the offending deployment ids, its parameters).  Each
+# is a plain read of schema.sql's tables, with lifecycle.py's statuses and event
+# types bound as parameters; "legal" is its transition table, supplied as a
+# common table expression (whose parameters come first).
+DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "every deployment has its created event": ("""
         SELECT d.id FROM deployments d
         WHERE NOT EXISTS (
             SELECT 1 FROM deployment_events e
-            WHERE e.deployment_id = d.id AND e.sequence = 1 AND e.type = 'created'
-              AND e.from_status IS NULL AND e.to_status = 'pending_approval'
+            WHERE e.deployment_id = d.id AND e.sequence = 1 AND e.type = ?
+              AND e.from_status IS NULL AND e.to_status = ?
               AND e.actor = d.requester AND e.created_at = d.created_at)
-        ORDER BY d.id""",
-    "event sequences are 1..n without gaps": """
+        ORDER BY d.id""", (lifecycle.CREATED, lifecycle.PENDING_APPROVAL)),
+    "event sequences are 1..n without gaps": ("""
         SELECT deployment_id FROM deployment_events
         GROUP BY deployment_id
         HAVING min(sequence) <> 1 OR max(sequence) <> count(*)
-        ORDER BY deployment_id""",
-    "status and updated_at match the last event": """
+        ORDER BY deployment_id""", ()),
+    "status and updated_at match the last event": ("""
         SELECT d.id FROM deployments d
         JOIN deployment_events e ON e.deployment_id = d.id
         WHERE e.sequence = (SELECT max(sequence) FROM deployment_events WHERE deployment_id = d.id)
           AND (e.to_status IS NOT d.status OR e.created_at IS NOT d.updated_at)
-        ORDER BY d.id""",
-    "reviewed_by and reviewed_at match the review event": """
+        ORDER BY d.id""", ()),
+    "reviewed_by and reviewed_at match the review event": (f"""
         SELECT d.id FROM deployments d
-        LEFT JOIN deployment_events r ON r.deployment_id = d.id AND r.type IN ('approved', 'rejected')
+        LEFT JOIN deployment_events r ON r.deployment_id = d.id
+         AND r.type IN ({", ".join(["?"] * len(lifecycle.REVIEW_EVENT_TYPES))})
         WHERE r.actor IS NOT d.reviewed_by OR r.created_at IS NOT d.reviewed_at
         GROUP BY d.id
-        ORDER BY d.id""",
-    "every event is a legal transition from the one before": """
+        ORDER BY d.id""", lifecycle.REVIEW_EVENT_TYPES),
+    "every event is a legal transition from the one before": ("""
         SELECT DISTINCT e.deployment_id FROM deployment_events e
         LEFT JOIN deployment_events p ON p.deployment_id = e.deployment_id AND p.sequence = e.sequence - 1
-        WHERE (e.sequence = 1 AND e.type <> 'created')
+        WHERE (e.sequence = 1 AND e.type <> ?)
            OR (e.sequence > 1 AND (
                 p.to_status IS NOT e.from_status
                 OR NOT EXISTS (SELECT 1 FROM legal l
                                WHERE l.from_status = e.from_status AND l.type = e.type
                                  AND l.to_status = e.to_status)))
-        ORDER BY e.deployment_id""",
+        ORDER BY e.deployment_id""", (lifecycle.CREATED,)),
     # Ids are given out one after another inside the writing transaction, so
     # every id from 1 to the last is there; a hole is an event removed.
-    "event ids are 1..n without gaps": """
+    "event ids are 1..n without gaps": ("""
         SELECT CASE WHEN first = last THEN 'event ' || first || ' is missing'
                     ELSE 'events ' || first || '-' || last || ' are missing' END
         FROM (SELECT e.id + 1 AS first,
@@ -153,16 +155,16 @@ DOMAIN_CHECKS: dict[str, str] = {
               FROM (SELECT 0 AS id UNION ALL SELECT id FROM deployment_events) e
               WHERE e.id < (SELECT max(id) FROM deployment_events)
                 AND NOT EXISTS (SELECT 1 FROM deployment_events n WHERE n.id = e.id + 1))
-        ORDER BY first""",
+        ORDER BY first""", ()),
     # AUTOINCREMENT's counter only ever reaches the id of an event that was
     # committed, so a counter past the last event means events were removed
     # from the end (which leaves the rest of the chain valid).
-    "the event id counter matches the last event": """
+    "the event id counter matches the last event": ("""
         SELECT 'the counter is at ' || s.seq || ' but the last event is '
                || coalesce((SELECT max(id) FROM deployment_events), 'none')
                || ': the events after it were removed'
         FROM sqlite_sequence s
-        WHERE s.name = 'deployment_events' AND s.seq > coalesce((SELECT max(id) FROM deployment_events), 0)""",
+        WHERE s.name = 'deployment_events' AND s.seq > coalesce((SELECT max(id) FROM deployment_events), 0)""", ()),
 }
 
 
@@ -201,11 +203,11 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
         legal = _legal_transitions()
         legal_cte = ("WITH legal (from_status, type, to_status) AS (VALUES "
                      + ", ".join(["(?, ?, ?)"] * len(legal)) + ") ")
-        for name, sql in DOMAIN_CHECKS.items():
+        for name, (sql, parameters) in DOMAIN_CHECKS.items():
             if "legal" in sql:
-                results.append(CheckResult(name, _offenders(conn, legal_cte + sql, _flatten(legal))))
+                results.append(CheckResult(name, _offenders(conn, legal_cte + sql, [*_flatten(legal), *parameters])))
             else:
-                results.append(CheckResult(name, _offenders(conn, sql)))
+                results.append(CheckResult(name, _offenders(conn, sql, list(parameters))))
         results.append(CheckResult("the read tables derived from the events hold exactly their rows",
                                    _derived_offenders(conn, version)))
         results += _chain_results(conn, version, tuple(anchors))

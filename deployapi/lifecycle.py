@@ -65,6 +65,21 @@ TERMINAL_STATUSES = frozenset(
     s for s in STATUSES if not any(s in t.from_statuses for t in TRANSITIONS.values())
 )
 
+# The groups the queries need, derived from the table above and bound into SQL
+# from here (deployapi/repository, deployapi/integrity.py); a test holds
+# schema.sql's own copies to these.
+# Where a started deployment can end: succeeded, failed, rolled_back.
+OUTCOME_STATUSES = tuple(s for s in STATUSES
+                         if any(STARTED in t.from_statuses and t.to_status == s for t in TRANSITIONS.values()))
+# Statuses in which a deployment changed what runs in its environment: started and its outcomes.
+CHANGE_STATUSES = (STARTED, *OUTCOME_STATUSES)
+# Approved but not finished: on its way to the environment or being deployed there.
+IN_FLIGHT_STATUSES = (APPROVED, STARTED)
+# The status of a deployment whose version is the one live in its environment (the newest such).
+LIVE_STATUS = SUCCEEDED
+# The events of a review, each of which sets reviewed_by and reviewed_at.
+REVIEW_EVENT_TYPES = tuple(t.event_type for t in TRANSITIONS.values() if t.is_review)
+
 DEFAULT_PRODUCTION_ENVIRONMENTS = ("production",)
 
 SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"

@@ -22,7 +22,8 @@ from builders import START, StepClock, new_deployment
 from deployapi import lifecycle, repository
 from deployapi.insights import DoraQuery
 from deployapi.lifecycle import ActionRequest
-from deployapi.repository import Repository
+from deployapi.repository import Repository, insights_sql, pages, rows
+from deployapi.repository.insights_sql import _microseconds_between
 
 # Deeper B-trees in the larger file cost a few steps per seek; reading the
 # unrelated history would cost about ten times as many.
@@ -166,7 +167,7 @@ def plan(repo: Repository, sql: str, parameters) -> list[str]:
                          ids=lambda scope: "+".join(scope))
 @pytest.mark.parametrize("event_type", [None, "approved"])
 def test_a_feed_narrowed_by_scope_seeks_in_one_scope_index_for_each_type(repo, scope, event_type):
-    lines = plan(repo, *repository._scoped_feed_sql(7, 100, scope, event_type))
+    lines = plan(repo, *pages.scoped_feed_sql(7, 100, scope, event_type))
     used = {("service",): "USING COVERING INDEX deployment_event_scopes_by_service (service=?",
             ("environment",): "USING COVERING INDEX deployment_event_scopes_by_environment (environment=?",
             ("service", "environment"): "USING PRIMARY KEY (service=? AND environment=?"}[tuple(scope)]
@@ -177,14 +178,14 @@ def test_a_feed_narrowed_by_scope_seeks_in_one_scope_index_for_each_type(repo, s
 
 
 def test_a_feed_of_one_type_is_one_range_of_the_type_index(repo):
-    assert plan(repo, *repository._feed_sql(7, 100, "rejected")) == [
+    assert plan(repo, *pages.feed_sql(7, 100, "rejected")) == [
         "SEARCH e USING INDEX deployment_events_by_type (type=? AND rowid>?)",
         "SEARCH d USING COVERING INDEX sqlite_autoindex_deployments_1 (id=?)"]
 
 
 def test_dora_metrics_read_only_ranges_of_deployment_steps_besides_the_pairs(repo):
     record(repo, [("billing", "production", PATHS["succeeded"])])
-    lines = plan(repo, repository._DORA_SQL, (None, None, *Histories.WINDOW))
+    lines = plan(repo, insights_sql.DORA_SQL, (None, None, *Histories.WINDOW))
     assert not [line for line in lines if "deployment_events" in line]
     steps = [line for line in lines if "deployment_steps" in line or " s USING" in line or " later USING" in line]
     assert steps and all(line.startswith("SEARCH") and "USING PRIMARY KEY (service=? AND environment=? AND step=?"
@@ -270,7 +271,7 @@ def test_dora_metrics_from_the_steps_equal_those_from_the_events(db_path, seed):
                     parameters = (*scope, since, until)
                     # The same counts and window, and the same durations in any order (null: not restored).
                     new, old = (answer_values(conn.execute(sql, parameters))
-                                for sql in (repository._DORA_SQL, DORA_FROM_EVENTS_SQL))
+                                for sql in (insights_sql.DORA_SQL, DORA_FROM_EVENTS_SQL))
                     assert new == old, (scope, since, until)
     finally:
         repo.close()
@@ -288,7 +289,7 @@ def test_the_feed_from_the_event_scopes_equals_the_feed_from_the_events(db_path,
         with repo._read() as conn:
             for scope, event_type, after, limit in itertools.product(
                     scopes, (None, *lifecycle.EVENT_TYPES), (0, last // 3, last - 5, last), (1, 7, 1000)):
-                new = conn.execute(*repository._scoped_feed_sql(after, limit, scope, event_type)).fetchall()
+                new = conn.execute(*pages.scoped_feed_sql(after, limit, scope, event_type)).fetchall()
                 old = conn.execute(*feed_from_events_sql(after, limit, scope, event_type)).fetchall()
                 assert list(map(tuple, new)) == list(map(tuple, old)), (scope, event_type, after, limit)
     finally:
@@ -308,7 +309,7 @@ def test_the_derived_rows_are_the_rows_of_their_views_with_durations_in_exact_mi
                 assert list(map(tuple, stored)) == list(map(tuple, defined)) and stored
             drift = conn.execute(
                 "SELECT count(*) FROM deployment_steps WHERE microseconds IS NOT"
-                f" {repository._microseconds_between('from_at', 'at')}").fetchone()[0]
+                f" {_microseconds_between('from_at', 'at')}").fetchone()[0]
             counts = dict(conn.execute("SELECT step, count(*) FROM deployment_steps GROUP BY step").fetchall())
         assert drift == 0
         assert set(counts) == {"approved", "started", "succeeded", "finished", "failed", "failed_change"}
@@ -398,7 +399,7 @@ def test_an_event_whose_deployment_is_gone_stays_out_of_every_page_as_before(db_
 DORA_FROM_EVENTS_SQL = f"""
 WITH RECURSIVE
 parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
-{repository._SCOPE_CTE},
+{insights_sql._SCOPE_CTE},
 touched AS (
     SELECT d.id, d.service, d.environment
     FROM scope CROSS JOIN parameters
@@ -442,13 +443,13 @@ WHERE succeeded_at >= since AND succeeded_at < until
 UNION ALL SELECT 'started', count(*) FROM lifecycles, parameters WHERE started_at >= since AND started_at < until
 UNION ALL SELECT 'failed_changes', count(*) FROM lifecycles, parameters
 WHERE started_at >= since AND started_at < until AND failed_at IS NOT NULL
-UNION ALL SELECT 'time_to_restore', json_group_array({repository._microseconds_between('failed_at', 'restored_at')})
+UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('failed_at', 'restored_at')})
 FROM restores, parameters WHERE failed_at >= since AND failed_at < until
-UNION ALL SELECT 'approval_lead_time', json_group_array({repository._microseconds_between('created_at', 'approved_at')})
+UNION ALL SELECT 'approval_lead_time', json_group_array({_microseconds_between('created_at', 'approved_at')})
 FROM lifecycles, parameters WHERE approved_at >= since AND approved_at < until
-UNION ALL SELECT 'deploy_duration', json_group_array({repository._microseconds_between('started_at', 'finished_at')})
+UNION ALL SELECT 'deploy_duration', json_group_array({_microseconds_between('started_at', 'finished_at')})
 FROM lifecycles, parameters WHERE finished_at >= since AND finished_at < until
-UNION ALL {repository._WINDOW_DAYS}
+UNION ALL {insights_sql._WINDOW_DAYS}
 """
 
 
@@ -460,5 +461,5 @@ def feed_from_events_sql(after: int, limit: int, scope: dict[str, str], event_ty
         if value is not None:
             conditions.append(f"{column} = ?")
             parameters.append(value)
-    return (f"SELECT {repository._EVENT_COLUMNS} FROM deployment_events e JOIN deployments d"
+    return (f"SELECT {rows.EVENT_COLUMNS} FROM deployment_events e JOIN deployments d"
             f" ON d.id = e.deployment_id WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])

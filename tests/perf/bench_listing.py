@@ -82,9 +82,9 @@ from run_context import code_description, machine_description
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from deployapi import create_app, ids, lifecycle, listing, repository
+from deployapi import create_app, ids, lifecycle, listing
 from deployapi.lifecycle import Deployment, Event, NewDeployment
-from deployapi.repository import Repository
+from deployapi.repository import Repository, deployments
 
 T = TypeVar("T")
 
@@ -284,9 +284,9 @@ def seed(path: Path, size: int) -> float | None:
             # copy of its SQL that could drift from the schema.
             with repo._write() as conn:
                 for deployment, events in batch:
-                    repository._insert_deployment(conn, deployment)
+                    deployments._insert_deployment(conn, deployment)
                     for event in events:
-                        repository._append_event(conn, event, repository._chain_head(conn))
+                        deployments._append_event(conn, event, deployments._chain_head(conn))
             done += len(batch)
             print(f"\r  seeding {path.name}: {done:,}/{size:,}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
@@ -473,7 +473,7 @@ def query_plan(repo: Repository, query: listing.ListQuery) -> str:
 # --- requester combined with other filters (outside the targets) ----------------
 
 # Any query with requester walks deployments_by_requester and checks the other
-# filters row by row (repository._listing_index), so the cost follows how many
+# filters row by row (deployapi.repository.pages._listing_index), so the cost follows how many
 # of that requester's deployments precede the 51st match: small for a person
 # (about 0.5% of the table each), large for a busy robot (ci-bot, about 10%)
 # combined with a filter it rarely or never matches.  Until commit 035c2db such

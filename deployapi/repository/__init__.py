@@ -1,0 +1,62 @@
+"""All SQL: the schema at start-up, connections, transactions, and intent-named queries.
+
+A package by job; everything callers use is importable from here:
+
+- ``connections``: per-thread connections, ``BEGIN IMMEDIATE`` transactions,
+  writer slots, storage-error mapping (:class:`Database`);
+- ``schema``: schema.sql, its versions and migrations;
+- ``deployments``: the :class:`Repository`, its reads and writes of deployments
+  and events, idempotency storage (:class:`WriteTransaction`);
+- ``pages``, ``insights_sql``: the statements of the listing and feed
+  pages, and of the environments and DORA metrics;
+- ``rows``: the selected columns and the row-to-dataclass mapping;
+- ``backup``: online copies of a live database.
+"""
+
+from ..storage import StorageFault
+from .backup import backup_database
+from .connections import (
+    BUSY_TIMEOUT_MS,
+    JOURNAL_SIZE_LIMIT_BYTES,
+    MIN_SQLITE,
+    STUCK_WRITE_SECONDS,
+    WAL_AUTOCHECKPOINT_PAGES,
+    WRITE_PROBE_BYTES,
+    Clock,
+    Database,
+    DatabaseBusy,
+    DatabaseError,
+    utc_now,
+)
+from .deployments import (
+    IDEMPOTENCY_PRUNE_BATCH,
+    IDEMPOTENCY_RETENTION,
+    ChainHead,
+    DeploymentNotFound,
+    ListingPage,
+    Repository,
+    StoredResponse,
+    WriteTransaction,
+)
+from .pages import listing_sql
+from .rows import DEPLOYMENT_DOCUMENT, EVENTS_WITH_CONTENT_SQL, event_with_content
+from .schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    ChainBroken,
+    Migration,
+    SchemaTooNew,
+    backfill_derived_rows,
+    migrate,
+    schema_sql,
+    split_statements,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_MS", "DEPLOYMENT_DOCUMENT", "EVENTS_WITH_CONTENT_SQL", "IDEMPOTENCY_PRUNE_BATCH",
+    "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "MIGRATIONS", "MIN_SQLITE", "SCHEMA_VERSION",
+    "STUCK_WRITE_SECONDS", "WAL_AUTOCHECKPOINT_PAGES", "WRITE_PROBE_BYTES", "ChainBroken", "ChainHead", "Clock",
+    "Database", "DatabaseBusy", "DatabaseError", "DeploymentNotFound", "ListingPage", "Migration", "Repository",
+    "SchemaTooNew", "StorageFault", "StoredResponse", "WriteTransaction", "backfill_derived_rows",
+    "backup_database", "event_with_content", "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now",
+]

@@ -1,0 +1,464 @@
+"""Connections and transactions: one SQLite connection per thread, BEGIN IMMEDIATE, writer slots.
+
+:class:`Database` opens the file (migrating its schema at start-up), hands each
+thread a connection of its own, runs every write as one ``BEGIN IMMEDIATE``
+transaction behind this process's write lock and a bounded number of writer
+slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
+("database is locked"), StorageFault (the storage failed), DatabaseError (the
+file cannot be used).  The queries are the Repository's, built on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import lifecycle
+from ..storage import FileWatch, StorageFault, storage_reason
+from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
+
+logger = logging.getLogger("deployapi")
+
+BUSY_TIMEOUT_MS = 5000
+# A write that has waited this long in BEGIN IMMEDIATE waits for another
+# process: writes beyond max_writers are then refused at once (see _write).
+STUCK_WRITE_SECONDS = 0.25
+# What the health check writes while writes are failing (see ping): twice the
+# largest request body, more than a create with its event and indexes writes.
+WRITE_PROBE_BYTES = 128 * 1024
+# A checkpoint every 1,000 pages (~4 MB) of WAL, SQLite's default.  Until a
+# checkpoint copies them into the main file, acknowledged writes live only in
+# the -wal (~20 pages a write, so ~50 of them here): the interval bounds what a
+# lost or damaged -wal can take with it.  ADR 0007 weighs this against the
+# cost, which the server's throughput does not show (docs/performance.md).
+WAL_AUTOCHECKPOINT_PAGES = 1000
+# After a checkpoint has reset the WAL, SQLite truncates the -wal file to this
+# size rather than keeping the largest size it ever reached (a long read holds
+# checkpoints back and lets the -wal grow past the interval meanwhile).
+JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
+# Window functions, row values and AS MATERIALIZED: what the queries below use.
+MIN_SQLITE = (3, 35, 0)
+
+Clock = Callable[[], datetime]
+
+
+class DatabaseBusy(RuntimeError):
+    """SQLite stayed locked by another writer for longer than the busy timeout."""
+
+
+class DatabaseError(RuntimeError):
+    """The database file cannot be opened or used (missing directory, not SQLite, read-only)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
+
+    A failing ROLLBACK never hides the error that caused it; a connection left
+    in a transaction is discarded by Database._connection().  ``began`` is
+    called once SQLite's write lock is taken.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    if began is not None:
+        began()
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+class Database:
+    """One SQLite file: its connections, transactions and health.
+
+    Thread-safe: each thread uses a connection of its own, opened on its first call.
+    Call :meth:`close` to close them all.
+    """
+
+    def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS, require_existing: bool = False,
+                 max_writers: int | None = None):
+        """``max_writers`` bounds the writes in progress or waiting at once (None: no bound): one more
+        waits for a slot, or is refused at once with DatabaseBusy when the write in progress is stuck, so
+        waiting writers cannot occupy every server thread.
+
+        :raises DatabaseError: the file cannot be used, or (``require_existing``) there is none.
+        """
+        self.db_path = str(db_path)
+        self._uri = Path(self.db_path).resolve().as_uri() + "?mode=rw"
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._require_existing = require_existing
+        self._writer_slots = threading.BoundedSemaphore(max_writers) if max_writers else None
+        self._max_writers = max_writers
+        # One connection per thread that uses the repository, opened on its
+        # first call and kept for the next: no pool lock and no set-up per
+        # request.  Each is closed by close(), or when its thread ends.
+        self._local = threading.local()
+        self._threads: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._threads_lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy
+        # handler, which sleeps up to 100 ms between retries and so turns
+        # contention into long tail latency.  Other processes on the same file
+        # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
+        self._write_lock = threading.Lock()
+        # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
+        # for SQLite's lock, while it still waits (None otherwise).
+        self._sqlite_lock_wait_since: float | None = None
+        self._closed = False
+        self._initialise()
+        # The path as given, made absolute now (a later chdir must not move it);
+        # not resolved, so that a symlink pointed elsewhere is a replaced file.
+        self.storage = FileWatch(str(Path(self.db_path).absolute()))
+
+    # --- connections and transactions -------------------------------------
+
+    def _open(self, *, create: bool = False) -> sqlite3.Connection:
+        # Only start-up may create the file: a connection opened later, after
+        # the file was removed, must fail rather than start a new, empty one.
+        target, uri = (self.db_path, False) if create else (self._uri, True)
+        try:
+            # isolation_level=None: the sqlite3 module must not open transactions
+            # behind our back; we issue BEGIN IMMEDIATE ourselves.
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
+        except sqlite3.OperationalError as error:
+            raise DatabaseError(f"cannot open database {self.db_path!r}: {error}") from error
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # FULL: a commit is on disk before we answer, so an acknowledged write
+            # survives power loss as well as a process crash (see docs/adr).
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            # Statement journals (the derived-table trigger's inserts keep one)
+            # in memory, not in a file created and deleted inside the write lock.
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _initialise(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            # Fail at start-up, not with a 500 on the first query that needs it.
+            raise DatabaseError(
+                f"deployapi needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for MATERIALIZED common "
+                f"table expressions); this Python uses SQLite {sqlite3.sqlite_version}")
+        # A mistyped path or an unmounted volume must not pass for a fresh start.
+        path = Path(self.db_path)
+        missing = not path.is_file() or path.stat().st_size == 0
+        if missing and self._require_existing:
+            raise DatabaseError(f"no database at {self.db_path!r}, and require-existing is set: "
+                                "refusing to create a new, empty one")
+        # A connection of its own, closed afterwards rather than kept: an app
+        # built before a server forks its workers must not hand one SQLite
+        # connection to several processes.
+        conn = self._open(create=not self._require_existing)
+        try:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:  # refuse before changing anything, even the journal mode
+                raise SchemaTooNew(too_new_message(found, SCHEMA_VERSION))
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
+            with _immediate(conn):
+                migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+            key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+        finally:
+            conn.close()
+        self.cursor_key = bytes.fromhex(key["value"])
+        if missing:
+            logger.warning("no database at %s: created a new, empty one (set require-existing to refuse instead)",
+                           self.db_path)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, kept between calls; discarded after an SQLite error."""
+        if self._closed:
+            raise DatabaseError("the repository is closed")
+        held = getattr(self._local, "connection", None)
+        if held is not None and held.in_use:
+            # A call made while this thread's connection is busy (a read
+            # inside a write's transaction) gets a connection of its own.
+            yield from _one_off(self._open_for_request(), self.storage)
+            return
+        if held is None or held.pid != os.getpid():
+            held = self._local.connection = self._keep(self._open_for_request())
+        held.in_use = True
+        keep = False
+        try:
+            yield held.conn
+            keep = True
+        except sqlite3.Error:
+            raise  # the connection may be what failed: never use it again
+        except StorageFault as fault:
+            # Kept when only a check of ours failed (no SQLite error behind
+            # it): the connection is sound, and while it stays open a removed
+            # -wal stays attached, to be copied into the file at a clean stop.
+            keep = not isinstance(fault.__cause__, sqlite3.Error)
+            raise
+        except BaseException:
+            keep = True  # a domain error (not found, invalid transition) leaves it as good as it was
+            raise
+        finally:
+            held.in_use = False
+            # Left in a transaction only if something interrupted one.
+            if not keep or held.conn.in_transaction:
+                self._discard(held)
+
+    def _open_for_request(self) -> sqlite3.Connection:
+        # A new connection would start a new, empty -wal beside the database
+        # if the one in use was removed: that must be noticed before, not after.
+        self.storage.verify_undamaged()
+        self.storage.verify_path()
+        self.storage.verify_wal(learn=False)
+        try:
+            conn = self._open()
+        except DatabaseError as error:
+            reason = storage_reason(error.__cause__)
+            if reason is None:
+                raise
+            self.storage.verify_path()  # the file gone is the cause to report, if it is
+            raise self.storage.failed(reason, error.__cause__) from error
+        self.storage.connection_opened()
+        return conn
+
+    def _keep(self, conn: sqlite3.Connection) -> _ThreadConnection:
+        held = _ThreadConnection(conn, self.storage.connection_closed)
+        with self._threads_lock:
+            self._threads.add(held)
+        return held
+
+    def _discard(self, held: _ThreadConnection) -> None:
+        if getattr(self._local, "connection", None) is held:
+            self._local.connection = None
+        held.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back otherwise.
+
+        A write waits at most the busy timeout in all: queued behind the other
+        writes of this process, then for SQLite's lock (another process).
+
+        :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
+        :raises StorageFault: the file is not the one at its path any more, or the storage failed.
+        """
+        # A damaged file stays refused, though a write that misses the damaged pages would succeed.
+        self.storage.verify_undamaged()
+        started = time.monotonic()
+        self._take_writer_slot(started)
+        try:
+            left = started + self._busy_timeout_ms / 1000 - time.monotonic()
+            if not self._write_lock.acquire(timeout=max(left, 0)):
+                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+            try:
+                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors():
+                    try:
+                        self._sqlite_lock_wait_since = time.monotonic()
+                        with _busy_errors(), _immediate(conn, began=self._stop_waiting):
+                            yield conn
+                            # Last, so that nothing is committed into a file nobody will open again.
+                            self.storage.verify_path()
+                            self.storage.verify_wal()
+                    finally:
+                        self._sqlite_lock_wait_since = None
+                self.storage.write_succeeded()
+            finally:
+                self._write_lock.release()
+        finally:
+            if self._writer_slots is not None:
+                self._writer_slots.release()
+
+    def _stop_waiting(self) -> None:
+        self._sqlite_lock_wait_since = None
+
+    def _take_writer_slot(self, started: float) -> None:
+        """Wait for one of ``max_writers`` slots, unless the writes are stuck behind another process.
+
+        A write takes about a millisecond, so slots free up quickly and a burst
+        simply queues.  But while the write in front has waited in BEGIN
+        IMMEDIATE for STUCK_WRITE_SECONDS (another process holds SQLite's
+        lock; on its own, BEGIN takes microseconds), every write behind it
+        would wait up to the busy timeout, soon on every server thread, with
+        reads queued behind them: then one more write is refused at once.
+
+        :raises DatabaseBusy:
+        """
+        if self._writer_slots is None or self._writer_slots.acquire(blocking=False):
+            return
+        deadline = started + self._busy_timeout_ms / 1000
+        while True:
+            since = self._sqlite_lock_wait_since
+            if since is not None and time.monotonic() - since > STUCK_WRITE_SECONDS:
+                raise DatabaseBusy(f"{self._max_writers} writes are waiting for a database lock that another "
+                                   f"process has held for over {STUCK_WRITE_SECONDS} s")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+            if self._writer_slots.acquire(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
+                return
+
+    @contextlib.contextmanager
+    def _busy_wait_left(self, conn: sqlite3.Connection, started: float) -> Iterator[None]:
+        # A write that queued here first waits for SQLite's lock only for what
+        # is left of its busy timeout.  Set (and put back) only after a real
+        # wait: two statements a write would otherwise cost for nothing.
+        waited_ms = int((time.monotonic() - started) * 1000)
+        if waited_ms < 10:
+            yield
+            return
+        conn.execute(f"PRAGMA busy_timeout = {max(self._busy_timeout_ms - waited_ms, 0)}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """SQLite errors that mean the storage failed, as StorageFault (recorded, logged once)."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            reason = storage_reason(error)
+            if reason is None:
+                raise
+            # A file removed or replaced under SQLite surfaces as I/O errors:
+            # report that cause, if it is the one.
+            self.storage.verify_path()
+            self.storage.verify_wal(learn=False)
+            raise self.storage.failed(reason, error) from error
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn, self._storage_errors(), _busy_errors():
+            yield conn
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls fail with DatabaseError."""
+        self._closed = True
+        self.checkpoint()
+        with self._threads_lock:
+            held, self._threads = list(self._threads), weakref.WeakSet()
+        for connection in held:
+            connection.close()
+        self._fold_wal_back()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file through a connection that already has it open.
+
+        If the -wal was removed from the directory while in use, this is how
+        its commits reach the file: a new connection would start an empty
+        -wal, and SQLite's own checkpoint when the last connection closes may
+        come too late (a connection with unfinished statements closes only
+        when they are gone, maybe after the process).  ``deployapi serve``
+        calls it when stopping, before its worker threads, which hold the
+        connections, end.  Only while a storage fault lasts: otherwise SQLite's
+        own checkpoint at the last close does this, and with a statement run
+        here on a worker's connection the -wal was seen to stay behind after
+        some clean stops.
+        """
+        if self.storage.fault is None:
+            return
+        with self._threads_lock:
+            held = list(self._threads)
+        for connection in held:
+            if connection.close.alive and not connection.in_use:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                return
+
+    def _fold_wal_back(self) -> None:
+        # SQLite copies the WAL into the file and removes it when the last
+        # connection closes, if that close gets the file to itself.  Worker
+        # threads that end together close their connections together, and then
+        # no close is the last: the WAL stayed after 1-3 of 6 clean stops.  One
+        # more connection, closed after theirs, is the last.
+        with contextlib.suppress(sqlite3.Error):
+            # mode=rw: never create a file that is gone by now; timeout=0: never
+            # hold up a shutdown for another process.
+            conn = sqlite3.connect(self._uri, uri=True, timeout=0)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                conn.close()
+
+    # --- queries -----------------------------------------------------------
+
+    def ping(self) -> None:
+        """A real round trip to the database file, and while writes are failing, a real write.
+
+        :raises StorageFault: the file is not the one at its path, was found damaged, or writes still fail.
+        :raises DatabaseError: or sqlite3.Error when the database cannot answer.
+        """
+        self.storage.verify_undamaged()
+        self.storage.verify_path()
+        self.storage.verify_wal(learn=False)
+        if self.storage.fault is not None:
+            # Nobody may write while the health check says 503 (a load balancer
+            # takes the server out), so the check itself tries one.
+            with self._write() as conn:
+                # As large as the largest write a request makes, so that a disk
+                # with room for a few pages but not for a create is still full.
+                conn.execute("INSERT OR REPLACE INTO write_probe (id, payload, written_at) VALUES (1, zeroblob(?), ?)",
+                             (WRITE_PROBE_BYTES, lifecycle.format_timestamp(self._clock())))
+        with self._read() as conn:
+            conn.execute("SELECT count(*) FROM settings").fetchone()
+
+
+class _ThreadConnection:
+    """A thread's kept connection; closed when the thread ends and drops it, or by Database.close()."""
+
+    def __init__(self, conn: sqlite3.Connection, closed: Callable[[], None]):
+        self.conn = conn
+        # After a fork the child must not use its parent's connections.
+        self.pid = os.getpid()
+        self.in_use = False
+        self.close = weakref.finalize(self, _close, conn, closed)
+
+
+def _close(conn: sqlite3.Connection, closed: Callable[[], None]) -> None:
+    conn.close()
+    closed()
+
+
+def _one_off(conn: sqlite3.Connection, storage: FileWatch) -> Iterator[sqlite3.Connection]:
+    try:
+        yield conn
+    finally:
+        _close(conn, storage.connection_closed)
+
+
+@contextlib.contextmanager
+def _busy_errors() -> Iterator[None]:
+    """SQLite's "database is locked" (the busy timeout ran out) as DatabaseBusy.
+
+    :raises DatabaseBusy:
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        message = str(error).lower()
+        if "database is locked" in message or "database is busy" in message:
+            raise DatabaseBusy(str(error)) from error
+        raise

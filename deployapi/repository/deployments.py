@@ -1,0 +1,357 @@
+"""Deployments and their events: the Repository's reads and writes, and idempotency storage.
+
+Current state lives in ``deployments``; history in the append-only
+``deployment_events``.  Every write is one ``BEGIN IMMEDIATE`` transaction that
+changes the deployment row and appends its event together, so state and history
+can never disagree.  Reads of current state never replay events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .. import chain, lifecycle
+from ..ids import new_deployment_id
+from ..insights import IN_FLIGHT_SHOWN, DoraMetrics, DoraQuery, EnvironmentsQuery, EnvironmentState, durations
+from ..lifecycle import ActionRequest, Deployment, Event, NewDeployment
+from ..listing import ListQuery, Position
+from .connections import Clock, Database
+from .insights_sql import DORA_SQL, ENVIRONMENTS_SQL, rows_to_environment_state
+from .pages import feed_sql, listing_sql, scoped_feed_sql
+from .rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_DOCUMENT, EVENT_COLUMNS, row_to_deployment, row_to_event
+
+# Idempotency keys answer replays for at least this long; older ones are
+# pruned a batch at a time by later idempotent writes.
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
+IDEMPOTENCY_PRUNE_BATCH = 100
+
+
+class DeploymentNotFound(LookupError):
+    """No deployment has the given id."""
+
+    def __init__(self, deployment_id: str):
+        super().__init__(f"no deployment has the id {deployment_id!r}")
+        self.deployment_id = deployment_id
+
+
+class Repository(Database):
+    """Deployments and their events in one SQLite file.
+
+    Thread-safe: each thread uses a connection of its own, opened on its first call.
+    Call :meth:`close` to close them all.
+    """
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[WriteTransaction]:
+        """One ``BEGIN IMMEDIATE`` transaction for several writes that must stand or fall together.
+
+        :raises DatabaseBusy: the database stayed locked past the busy timeout.
+        """
+        with self._write() as conn:
+            yield WriteTransaction(conn, self._clock)
+
+    def create_deployment(self, request: NewDeployment) -> Deployment:
+        """Store a new deployment and its ``created`` event in one transaction."""
+        with self.transaction() as tx:
+            return tx.create_deployment(request)
+
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        """The deployment's current state.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            return _fetch_deployment(conn, deployment_id)
+
+    def deployment_document(self, deployment_id: str) -> str:
+        """The deployment's current state as the API's JSON object, rendered by SQLite.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {DEPLOYMENT_DOCUMENT} FROM deployments WHERE id = ?",
+                               (deployment_id,)).fetchone()
+        if row is None:
+            raise DeploymentNotFound(deployment_id)
+        return row[0]
+
+    def list_events(self, deployment_id: str) -> list[Event]:
+        """The deployment's history, oldest first.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            # One read transaction, so the existence check and the events agree.
+            conn.execute("BEGIN")
+            try:
+                _fetch_deployment(conn, deployment_id)
+                rows = conn.execute(
+                    "SELECT id, deployment_id, sequence, type, actor, note, from_status,"
+                    " to_status, created_at, hash"
+                    " FROM deployment_events WHERE deployment_id = ? ORDER BY sequence",
+                    (deployment_id,),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return [row_to_event(row) for row in rows]
+
+    def list_deployments(self, query: ListQuery) -> ListingPage:
+        """One page of deployments, newest first, as the API's JSON objects rendered by SQLite."""
+        sql, parameters = listing_sql(query)
+        with self._read() as conn:
+            rows = conn.execute(sql, parameters).fetchall()
+        page = rows[:query.limit]
+        more = len(rows) > query.limit
+        return ListingPage([row[2] for row in page], Position(page[-1][0], page[-1][1]) if more else None)
+
+    def now(self) -> datetime:
+        """The time by the repository's clock, the one its writes are stamped with."""
+        return self._clock()
+
+    def list_environments(self, query: EnvironmentsQuery) -> list[EnvironmentState]:
+        """What is live in every (service, environment) that has a deployment, ordered by both names."""
+        with self._read() as conn:
+            rows = conn.execute(ENVIRONMENTS_SQL, (query.service, query.environment, IN_FLIGHT_SHOWN)).fetchall()
+        # One row per in-flight deployment shown (or one row when none is), pair by pair.
+        pairs = itertools.groupby(rows, key=lambda row: (row["service"], row["environment"]))
+        return [rows_to_environment_state(list(pair_rows)) for _, pair_rows in pairs]
+
+    def dora_metrics(self, query: DoraQuery) -> DoraMetrics:
+        """The DORA metrics of the query's scope and window (see docs/metrics.md), from deployment_steps."""
+        with self._read() as conn:
+            values = dict(conn.execute(DORA_SQL, (query.service, query.environment, query.since, query.until)))
+        # Integer microseconds in, seconds out: us / 1e6 is the double the SQL's division made.
+        seconds = {metric: [us / 1e6 for us in json.loads(values[metric]) if us is not None]
+                   for metric in ("time_to_restore", "approval_lead_time", "deploy_duration")}
+        succeeded, started, failed_changes = values["succeeded"], values["started"], values["failed_changes"]
+        return DoraMetrics(
+            query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
+            unrestored_failures=json.loads(values["time_to_restore"]).count(None),
+            deployment_frequency_per_day=succeeded / values["window_days"],
+            change_failure_rate=failed_changes / started if started else None,
+            time_to_restore=durations(seconds["time_to_restore"]),
+            approval_lead_time=durations(seconds["approval_lead_time"]),
+            deploy_duration=durations(seconds["deploy_duration"]),
+        )
+
+    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
+        """Read, check and change the deployment and append its event, all in one transaction.
+
+        :raises DeploymentNotFound:
+        :raises lifecycle.InvalidTransition:
+        :raises lifecycle.SelfApproval:
+        """
+        with self.transaction() as tx:
+            return tx.apply_action(deployment_id, request)
+
+    def event_head(self) -> Event | None:
+        """The latest event, whose hash seals the whole history before it; None when there is none."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM deployment_events e ORDER BY e.id DESC LIMIT 1").fetchone()
+        return row_to_event(row) if row else None
+
+    def list_events_after(self, after: int, limit: int, *, service: str | None = None,
+                          environment: str | None = None, event_type: str | None = None) -> list[Event]:
+        """Events of every deployment with ids above ``after``, in id (= commit) order.
+
+        Ids are assigned inside the single writing transaction, so every
+        snapshot holds a gap-free prefix of them: a reader that resumes after
+        the last id it saw misses nothing and sees nothing twice.  A page
+        narrowed by service or environment is read from deployment_event_scopes.
+        """
+        scope = {name: value for name, value in (("service", service), ("environment", environment))
+                 if value is not None}
+        if scope:
+            sql, parameters = scoped_feed_sql(after, limit, scope, event_type)
+        else:
+            sql, parameters = feed_sql(after, limit, event_type)
+        with self._read() as conn:
+            rows = conn.execute(sql, parameters).fetchall()
+        return [row_to_event(row) for row in rows]
+
+    def event_context(self, events: list[Event]) -> dict[int, tuple[Deployment, bool]]:
+        """What the CDEvents export needs besides each stored event, keyed by event id.
+
+        For every event: its deployment, and whether it is the first success of
+        that service in that environment (a ``succeeded`` event with no earlier
+        ``succeeded`` event, by id, of the same service and environment).  Two
+        queries however many events.  No read transaction is needed: nothing
+        read here changes once written (a deployment's service, environment and
+        version; which success came first).
+        """
+        deployment_ids = sorted({e.deployment_id for e in events})
+        successes = sorted(e.id for e in events if e.type == lifecycle.SUCCEEDED and e.id is not None)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(deployment_ids),),
+            ).fetchall()
+            first_successes = {row["id"] for row in conn.execute(
+                "SELECT e.id FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id"
+                " WHERE e.id IN (SELECT value FROM json_each(?))"
+                "   AND NOT EXISTS ("
+                "       SELECT 1 FROM deployments AS earlier INDEXED BY deployments_by_service_environment"
+                "       JOIN deployment_events AS success ON success.deployment_id = earlier.id"
+                "       WHERE earlier.service = d.service AND earlier.environment = d.environment"
+                # A deployment is created before its events, so this bound lets the
+                # index skip every later deployment (assuming, as the listing order
+                # does, that the clock never steps back).  With 50,000 deployments
+                # of one service a page of 1,000 events took 8 ms; taking the
+                # smallest success id per service and environment took 0.6 s.
+                "         AND earlier.created_at <= e.created_at"
+                "         AND success.type = ? AND success.id < e.id)",
+                (json.dumps(successes), lifecycle.SUCCEEDED),
+            )} if successes else set()
+        deployments = {row["id"]: row_to_deployment(row) for row in rows}
+        return {e.id: (deployments[e.deployment_id], e.id in first_successes) for e in events if e.id is not None}
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    """One page of a listing: each deployment as JSON text, and where the next page starts (None at the end)."""
+
+    documents: list[str]
+    next_position: Position | None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The answer first given to a request carrying an Idempotency-Key."""
+
+    fingerprint: str
+    status: int
+    body: str
+    location: str | None
+
+
+class WriteTransaction:
+    """The writes available inside one ``Repository.transaction()``."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock):
+        self._conn = conn
+        self._clock = clock
+
+    def create_deployment(self, request: NewDeployment) -> Deployment:
+        now = self._clock()
+        deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
+        _insert_deployment(self._conn, deployment)
+        _append_event(self._conn, event, _chain_head(self._conn), chain.creation_content(deployment))
+        return deployment
+
+    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
+        """:raises DeploymentNotFound, lifecycle.InvalidTransition, lifecycle.SelfApproval:"""
+        # One statement for everything the action reads: the deployment, its
+        # next sequence number and the chain's head.
+        row = self._conn.execute(
+            f"SELECT {DEPLOYMENT_COLUMNS},"
+            " (SELECT max(sequence) + 1 FROM deployment_events WHERE deployment_id = deployments.id),"
+            f" {_CHAIN_HEAD_COLUMNS} FROM deployments WHERE id = ?", (deployment_id,)).fetchone()
+        if row is None:
+            raise DeploymentNotFound(deployment_id)
+        current, sequence, head = row_to_deployment(row), row[-4], tuple(row[-3:])
+        updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
+        self._conn.execute(
+            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
+            (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at, deployment_id),
+        )
+        _append_event(self._conn, event, head)
+        return updated
+
+    def stored_response(self, caller: str, key: str) -> StoredResponse | None:
+        """The response stored under ``caller``'s idempotency key within its retention, if any."""
+        row = self._conn.execute(
+            "SELECT fingerprint, status, body, location FROM idempotency_keys"
+            " WHERE caller = ? AND key = ? AND created_at >= ?",
+            (caller, key, self._retention_cutoff()),
+        ).fetchone()
+        return StoredResponse(*row) if row else None
+
+    def store_response(self, caller: str, key: str, response: StoredResponse) -> None:
+        """Keep a response for replays of its key; prune a bounded batch of expired keys."""
+        cutoff = self._retention_cutoff()
+        # A bounded batch per write keeps the cost of pruning flat however many expired.
+        self._conn.execute(
+            "DELETE FROM idempotency_keys WHERE rowid IN"
+            " (SELECT rowid FROM idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            (cutoff, IDEMPOTENCY_PRUNE_BATCH),
+        )
+        # REPLACE: an expired key that was not pruned yet is simply reused.
+        self._conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (caller, key, fingerprint, status, body, location,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (caller, key, response.fingerprint, response.status, response.body, response.location,
+             lifecycle.format_timestamp(self._clock())),
+        )
+
+    def _retention_cutoff(self) -> str:
+        return lifecycle.format_timestamp(self._clock() - IDEMPOTENCY_RETENTION)
+
+
+def _fetch_deployment(conn: sqlite3.Connection, deployment_id: str) -> Deployment:
+    row = conn.execute(
+        f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?", (deployment_id,)
+    ).fetchone()
+    if row is None:
+        raise DeploymentNotFound(deployment_id)
+    return row_to_deployment(row)
+
+
+# The chain's head (the last event's id and hash) and the highest event id ever
+# used (AUTOINCREMENT never reuses one, even of a row that is gone), as three
+# columns: an action's SELECT carries them along, one statement fewer.
+_CHAIN_HEAD_COLUMNS = (
+    "(SELECT id FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT hash FROM deployment_events ORDER BY id DESC LIMIT 1),"
+    " (SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events')"
+)
+ChainHead = tuple[int | None, str | None, int | None]
+
+
+def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None:
+    # No RETURNING here: SQLite runs RETURNING as a trigger, which makes the
+    # insert keep a statement journal of every page it changes; with the row's
+    # eleven indexes that often passes the journal's 64 KiB in memory and goes
+    # to a temporary file, created, written and deleted inside the write lock.
+    # A separate SELECT of the chain head is cheaper (docs/performance.md).
+    conn.execute(
+        "INSERT INTO deployments (id, service, environment, version, requester,"
+        " work_refs, risk, rollback_plan, status, reviewed_by, reviewed_at,"
+        " created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (deployment.id, deployment.service, deployment.environment, deployment.version,
+         deployment.requester, json.dumps(list(deployment.work_refs)), deployment.risk,
+         deployment.rollback_plan, deployment.status, deployment.reviewed_by,
+         deployment.reviewed_at, deployment.created_at, deployment.updated_at),
+    )
+
+
+def _chain_head(conn: sqlite3.Connection) -> ChainHead:
+    """The head as it stands in this transaction (see _CHAIN_HEAD_COLUMNS)."""
+    return tuple(conn.execute(f"SELECT {_CHAIN_HEAD_COLUMNS}").fetchone())
+
+
+def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead,
+                  content: chain.Content | None = None) -> None:
+    """Insert the event with its id and its link in the hash chain.
+
+    Only inside a write transaction, with ``head`` read in that transaction: the
+    id and the previous hash are read and used under the same write lock, so no
+    other writer can slip in between.  ``content`` is what a created event seals.
+    """
+    last_id, last_hash, used = head
+    event_id = max(last_id or 0, used or 0) + 1
+    conn.execute(
+        "INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
+        " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
+         event.from_status, event.to_status, event.created_at,
+         chain.link_hash(event, event_id, last_hash or chain.GENESIS, content)),
+    )
+

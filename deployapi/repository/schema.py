@@ -1,0 +1,203 @@
+"""The schema at start-up: schema.sql, its versions and the migrations between them.
+
+``migrate`` runs inside the caller's transaction: the steps of every version
+passed, then schema.sql statement by statement, so a failing step leaves the
+database as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import chain
+from ..lifecycle import Event
+from .rows import EVENTS_WITH_CONTENT_SQL, event_with_content
+
+
+def schema_sql() -> str:
+    """The text of ``schema.sql``.
+
+    An installed wheel carries a copy at ``deployapi/_schema/schema.sql`` (see
+    setup.cfg); a source checkout or editable install reads the top-level file.
+    """
+    # This module is deployapi/repository/schema.py: the package directory is two up.
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "_schema" / "schema.sql", package_dir.parent / "schema.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"schema.sql not found next to {package_dir}")
+
+
+# --- schema versions -------------------------------------------------------------
+
+# The version schema.sql describes, recorded in PRAGMA user_version.
+SCHEMA_VERSION = 5
+
+
+@dataclass(frozen=True)
+class Migration:
+    """The statements that bring a database from ``version - 1`` to ``version``.
+
+    Only what ``CREATE ... IF NOT EXISTS`` in schema.sql cannot express belongs
+    here (new columns, backfills, changed triggers): schema.sql runs after the
+    steps and creates any new table or index itself.
+    """
+
+    version: int
+    statements: tuple[str, ...]
+    # Python work SQL cannot do (such as hashing), run after the statements.
+    backfill: Callable[[sqlite3.Connection], None] | None = None
+    # Run once schema.sql has run too, for what needs its new tables.
+    after_schema: Callable[[sqlite3.Connection], None] | None = None
+
+
+def _chain_existing_events(conn: sqlite3.Connection) -> None:
+    # Version 3 chained events under the legacy encoding; version 4 rehashes them.
+    previous = chain.GENESIS
+    rows = conn.execute(
+        "SELECT id, deployment_id, sequence, type, actor, note, from_status, to_status, created_at"
+        " FROM deployment_events ORDER BY id"
+    ).fetchall()
+    for row in rows:
+        event = Event(*row)
+        previous = chain.legacy_event_hash(event, previous)
+        conn.execute("UPDATE deployment_events SET hash = ? WHERE id = ?", (previous, event.id))
+
+
+class ChainBroken(sqlite3.DatabaseError):
+    """The history no longer fits its hash chain: upgrading would seal the change."""
+
+
+def _rechain_with_creation_content(conn: sqlite3.Connection) -> None:
+    # Every event again under chain.ENCODING, created events sealing their
+    # deployment's content.  Heads anchored before stay verifiable: check
+    # recomputes the legacy chain up to the event recorded here.  The legacy
+    # chain is verified on the way: rehashing a history edited since it was
+    # hashed would make the edit look as if it had always been there.
+    previous = legacy = chain.GENESIS
+    last_id = 0
+    while True:
+        batch = conn.execute(f"{EVENTS_WITH_CONTENT_SQL} WHERE e.id > ? ORDER BY e.id LIMIT 10000",
+                             (last_id,)).fetchall()
+        if not batch:
+            break
+        updates = []
+        for row in batch:
+            event, content = event_with_content(row)
+            legacy = chain.legacy_event_hash(event, legacy)
+            if event.hash != legacy:
+                raise ChainBroken(
+                    f"the history does not fit its hash chain from event {event.id} (deployment "
+                    f"{event.deployment_id}): run deployapi check on it before upgrading; the upgrade to schema "
+                    "version 4 rehashes the history and would make that change look original")
+            previous = chain.event_hash(event, previous, content)
+            updates.append((previous, event.id))
+        conn.executemany("UPDATE deployment_events SET hash = ? WHERE id = ?", updates)
+        last_id = batch[-1]["id"]
+    conn.execute("INSERT OR REPLACE INTO settings (name, value) VALUES ('chain_rehashed_through', ?)",
+                 (str(last_id),))
+
+
+# Ordered by version.
+MIGRATIONS: tuple[Migration, ...] = (
+    # 2: the idempotency_keys table, which schema.sql creates; no other change.
+    Migration(2, ()),
+    # 3: the hash chain over events (chain.py), computed for the history so far.
+    Migration(3, ("ALTER TABLE deployment_events ADD COLUMN hash TEXT",
+                  # Lifted for the backfill only; schema.sql puts it back in the same transaction.
+                  "DROP TRIGGER IF EXISTS deployment_events_no_update"),
+              backfill=_chain_existing_events),
+    # 4: created events seal the deployment's content (the chain rehashed under
+    # chain.ENCODING); idempotency keys belong to their caller, and only
+    # answers that changed something are kept.
+    Migration(4, (
+        "DROP TRIGGER IF EXISTS deployment_events_no_update",
+        # The version-2 table, for a database that comes from version 1.
+        "CREATE TABLE IF NOT EXISTS idempotency_keys (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,"
+        " status INTEGER NOT NULL, body TEXT NOT NULL, location TEXT, created_at TEXT NOT NULL)",
+        # SQLite cannot change a primary key in place: a new table, the rows, a rename.
+        "CREATE TABLE idempotency_keys_v4 (caller TEXT NOT NULL, key TEXT NOT NULL,"
+        " fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL, location TEXT,"
+        " created_at TEXT NOT NULL, PRIMARY KEY (caller, key))",
+        "INSERT INTO idempotency_keys_v4 (caller, key, fingerprint, status, body, location, created_at)"
+        " SELECT '', key, fingerprint, status, body, location, created_at FROM idempotency_keys"
+        " WHERE status < 400",
+        "DROP TABLE idempotency_keys",
+        "ALTER TABLE idempotency_keys_v4 RENAME TO idempotency_keys",
+    ), backfill=_rechain_with_creation_content),
+    # 5: the read tables derived from each event (deployment_event_scopes,
+    # deployment_steps), which schema.sql creates with their trigger; filled
+    # here for the events appended before.
+    Migration(5, (), after_schema=lambda conn: backfill_derived_rows(conn)),
+)
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was written by a newer deployapi than this one."""
+
+
+def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, ...], target: int) -> int:
+    """Bring the database to ``target``: the version's steps in order, then schema.sql.
+
+    Runs inside the caller's transaction, so a failing step leaves the database
+    as it was.  Returns the version the database was at.
+
+    :raises SchemaTooNew: when the database is already past ``target``.
+    """
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > target:
+        raise SchemaTooNew(too_new_message(found, target))
+    fresh = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'deployments'").fetchone()[0] == 0
+    ran = []
+    if not fresh:
+        # A database from before versioning has user_version 0 and the version-1 tables.
+        for step in migrations:
+            if max(found, 1) < step.version <= target:
+                for statement in step.statements:
+                    conn.execute(statement)
+                if step.backfill is not None:
+                    step.backfill(conn)
+                ran.append(step)
+    for statement in split_statements(schema):
+        conn.execute(statement)
+    for step in ran:
+        if step.after_schema is not None:
+            step.after_schema(conn)
+    conn.execute(f"PRAGMA user_version = {int(target)}")
+    return found
+
+
+def too_new_message(found: int, known: int) -> str:
+    return (f"the database is at schema version {found}, but this deployapi knows versions up to "
+            f"{known}; upgrade deployapi instead of opening a newer database with an older one")
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into whole statements (trigger bodies contain semicolons)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = [line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement at the end of the schema: {leftover[0]!r}")
+    return statements
+
+
+def backfill_derived_rows(conn: sqlite3.Connection) -> None:
+    """Give deployment_event_scopes and deployment_steps the events appended before their trigger existed.
+
+    Migration 5 runs it, once schema.sql has created the tables, the views and
+    the trigger.  The rows come from the views the trigger inserts from, so
+    they are the trigger's rows; rows already there are skipped.
+    """
+    conn.execute("INSERT OR IGNORE INTO deployment_event_scopes (service, environment, type, event_id)"
+                 " SELECT service, environment, type, event_id FROM deployment_event_scope_rows")
+    conn.execute("INSERT OR IGNORE INTO deployment_steps"
+                 " (service, environment, step, at, event_id, from_at, microseconds)"
+                 " SELECT service, environment, step, at, event_id, from_at, microseconds FROM deployment_step_rows")
