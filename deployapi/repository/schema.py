@@ -35,7 +35,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # deployment_steps), which schema.sql creates with their trigger; filled
     # here for the events appended before.
     Migration(5, (), after_schema=lambda conn: backfill_derived_rows(conn)),
+    # 6: the status and event type `cancelled` in the CHECK lists of the two
+    # tables, which SQLite can only change by rebuilding them.
+    Migration(6, rebuild=("deployments", "deployment_events")),
 )
 
 
@@ -235,7 +238,7 @@ def rebuild_tables(conn: sqlite3.Connection, schema: str, tables: tuple[str, ...
         conn.execute(f'DROP TABLE "{table}"')
         conn.execute(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
         if counter is not None:
-            pass
+            conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (counter[0], table))
 
 
 def too_new_message(found: int, known: int) -> str:

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from test_operations import populate
 
-from deployapi.repository import MIGRATIONS, SCHEMA_VERSION, Migration, Repository, migrate, schema_sql
+from deployapi.integrity import check_database
+from deployapi.lifecycle import ActionRequest
+from deployapi.repository import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migration,
+    Repository,
+    StoredResponse,
+    migrate,
+    schema_sql,
+)
 from deployapi.repository.schema import ForeignKeysViolated
+
+SCHEMA_V5 = (Path(__file__).parent / "fixtures" / "schema_v5.sql").read_text(encoding="utf-8")
 
 NEXT = SCHEMA_VERSION + 1
 # The next version's schema: one more status allowed, as a new status would need.
-WIDER_SCHEMA = schema_sql().replace("'rolled_back')),", "'rolled_back', 'archived')),", 1)
+WIDER_SCHEMA = schema_sql().replace("'cancelled')),", "'cancelled', 'archived')),", 1)
 REBUILD_BOTH = (*MIGRATIONS, Migration(NEXT, rebuild=("deployments", "deployment_events")))
 
 
@@ -114,3 +133,108 @@ def test_a_table_schema_sql_does_not_define_cannot_be_rebuilt(populated):
     with pytest.raises(RuntimeError, match="no_such_table"):
         upgrade(populated, steps=steps)
     assert populated.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# --- version 5 to 6: cancelled in the CHECK lists ---------------------------------
+
+
+def version_5_database(tmp_path: Path) -> Path:
+    """A version-5 file with a history in every state, an idempotency key and the chain's settings."""
+    source = tmp_path / "source.db"
+    repo = Repository(source)
+    populate(repo, cancelled=False)  # a status version 5 does not know
+    with repo.transaction() as tx:
+        tx.store_response("alice", "key-1", StoredResponse("f" * 64, 201, "{}", "/deployments/x"))
+    repo.close()
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    migrate(conn, SCHEMA_V5, MIGRATIONS[:4], 5)
+    conn.execute("ATTACH ? AS source", (str(source),))
+    # In id order, through the version-5 trigger, which derives its own rows.
+    for table in ("deployments", "deployment_events", "idempotency_keys", "settings"):
+        conn.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM source.{table} ORDER BY rowid")
+    conn.execute("COMMIT")
+    conn.execute("DETACH source")
+    conn.close()
+    return path
+
+
+def rows(path: Path) -> dict[str, list]:
+    conn = sqlite3.connect(path)
+    try:
+        return snapshot(conn)["rows"] | {"user_version": conn.execute("PRAGMA user_version").fetchone()[0]}
+    finally:
+        conn.close()
+
+
+def test_a_version_5_database_is_upgraded_with_every_row_and_the_chain_kept(tmp_path):
+    path = version_5_database(tmp_path)
+    assert check_database(path).ok
+    before = rows(path)
+    assert before["user_version"] == 5 and before["deployment_events"]
+
+    repo = Repository(path)
+    try:
+        after = rows(path)
+        assert after.pop("user_version") == SCHEMA_VERSION == 6
+        before.pop("user_version")
+        assert after == before
+        [pending_id] = [d[0] for d in after["deployments"] if "pending_approval" in d]
+        assert repo.apply_action(pending_id, ActionRequest("cancel", "alice", "superseded")).status == "cancelled"
+    finally:
+        repo.close()
+    report = check_database(path)
+    assert report.ok, report
+    fresh = sqlite3.connect(tmp_path / "fresh.db")
+    upgraded = sqlite3.connect(path)
+    try:
+        migrate(fresh, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+        objects = "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+
+        def unquoted(found):  # a renamed table's SQL names it in quotes
+            return [(kind, name, re.sub(r'^CREATE TABLE "(\w+)"', r"CREATE TABLE \1", sql))
+                    for kind, name, sql in found]
+
+        # The same tables, indexes, triggers and views as a new database, with the same SQL.
+        assert unquoted(upgraded.execute(objects)) == unquoted(fresh.execute(objects))
+    finally:
+        fresh.close()
+        upgraded.close()
+
+
+KILLED_MID_UPGRADE = """
+import sys, time
+from deployapi.repository import Repository, schema
+rebuild = schema.rebuild_tables
+
+def rebuild_then_hang(*args, **kwargs):
+    rebuild(*args, **kwargs)
+    open(sys.argv[2], "w").close()
+    time.sleep(120)
+
+schema.rebuild_tables = rebuild_then_hang
+Repository(sys.argv[1])
+"""
+
+
+def test_an_upgrade_killed_after_the_tables_were_rebuilt_leaves_version_5_intact(tmp_path):
+    path = version_5_database(tmp_path)
+    before = rows(path)
+    marker = tmp_path / "rebuilt"
+    upgrade = subprocess.Popen([sys.executable, "-c", KILLED_MID_UPGRADE, str(path), str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert upgrade.poll() is None, "the upgrade ended before it was killed"
+            assert time.monotonic() < deadline, "the upgrade never reached its rebuild"
+            time.sleep(0.02)
+        os.kill(upgrade.pid, signal.SIGKILL)
+    finally:
+        upgrade.kill()
+        upgrade.wait()
+    assert rows(path) == before
+    assert check_database(path).ok
+    Repository(path).close()  # and the next start upgrades it
+    assert rows(path)["user_version"] == SCHEMA_VERSION
