@@ -1,4 +1,4 @@
--- deployapi schema, version 5 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 6 (repository.SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository.migrate), so every statement
@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     risk          TEXT,
     rollback_plan TEXT NOT NULL,
     status        TEXT NOT NULL CHECK (status IN ('pending_approval', 'approved', 'rejected',
-                                                  'started', 'succeeded', 'failed', 'rolled_back')),
+                                                  'started', 'succeeded', 'failed', 'rolled_back',
+                                                  'cancelled')),
     reviewed_by   TEXT,
     reviewed_at   TEXT,
     -- RFC 3339 UTC with microseconds and a trailing Z: fixed width, so text
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     deployment_id TEXT NOT NULL REFERENCES deployments (id),
     sequence      INTEGER NOT NULL CHECK (sequence >= 1),
     type          TEXT NOT NULL CHECK (type IN ('created', 'approved', 'rejected', 'started',
-                                                'succeeded', 'failed', 'rolled_back')),
+                                                'succeeded', 'failed', 'rolled_back', 'cancelled')),
     actor         TEXT NOT NULL,
     note          TEXT,
     from_status   TEXT,

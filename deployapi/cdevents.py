@@ -8,8 +8,9 @@ Pure mapping, no SQL and no HTTP.  The versions below are pinned; see the
 - ``succeeded``              -> ``dev.cdevents.service.deployed.0.3.0`` for the first success
                                 of a service in an environment, else ``...service.upgraded.0.3.0``
 - ``rolled_back``            -> ``dev.cdevents.service.rolledback.0.3.0``
-- ``started``, ``failed``    -> ``dev.deployapi.deployment.started.v1`` / ``...failed.v1``: the
-                                CDEvents spec has no type for them, so they are plain CloudEvents.
+- every other type (``started``, ``failed``, ``cancelled``) -> ``dev.deployapi.deployment.<type>.v1``:
+  the CDEvents spec has no type for them, so they are plain CloudEvents of this API's
+  own types.  A type added to the lifecycle is exported this way until it is mapped.
 """
 
 from __future__ import annotations
@@ -33,10 +34,19 @@ APPROVAL_CLOSED = "dev.cdevents.approval.closed.0.1.0"
 SERVICE_DEPLOYED = "dev.cdevents.service.deployed.0.3.0"
 SERVICE_UPGRADED = "dev.cdevents.service.upgraded.0.3.0"
 SERVICE_ROLLED_BACK = "dev.cdevents.service.rolledback.0.3.0"
-DEPLOYMENT_STARTED = "dev.deployapi.deployment.started.v1"
-DEPLOYMENT_FAILED = "dev.deployapi.deployment.failed.v1"
 
-_OWN_TYPES = {lifecycle.STARTED: DEPLOYMENT_STARTED, lifecycle.FAILED: DEPLOYMENT_FAILED}
+# The event types the CDEvents spec has a type for (_cdevent_subject).
+CDEVENT_MAPPED = frozenset({lifecycle.CREATED, lifecycle.APPROVED, lifecycle.REJECTED,
+                            lifecycle.SUCCEEDED, lifecycle.ROLLED_BACK})
+
+
+def own_type(event_type: str) -> str:
+    """This API's CloudEvents type for an event type CDEvents has none for."""
+    return f"dev.deployapi.deployment.{event_type}.v1"
+
+
+# Every own type exported today, by event type.
+OWN_TYPES = {t: own_type(t) for t in lifecycle.EVENT_TYPES if t not in CDEVENT_MAPPED}
 
 
 def cloudevent(event: Event, deployment: Deployment, *, first_success: bool, mount: str = "") -> dict[str, Any]:
@@ -58,8 +68,8 @@ def cloudevent(event: Event, deployment: Deployment, *, first_success: bool, mou
     # Unique together with source (the deployment) and the same on every export.
     event_id = str(event.id)
     record = deployapi_record(event, deployment)
-    if event.type in _OWN_TYPES:
-        return _envelope(event_id, source, _OWN_TYPES[event.type], deployment.id, event.created_at, record)
+    if event.type not in CDEVENT_MAPPED:
+        return _envelope(event_id, source, own_type(event.type), deployment.id, event.created_at, record)
 
     cdevent_type, subject = _cdevent_subject(event, deployment, source, first_success)
     cdevent = {

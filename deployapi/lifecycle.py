@@ -23,11 +23,12 @@ STARTED = "started"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 ROLLED_BACK = "rolled_back"
+CANCELLED = "cancelled"
 
-STATUSES = (PENDING_APPROVAL, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK)
+STATUSES = (PENDING_APPROVAL, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK, CANCELLED)
 
 CREATED = "created"
-EVENT_TYPES = (CREATED, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK)
+EVENT_TYPES = (CREATED, APPROVED, REJECTED, STARTED, SUCCEEDED, FAILED, ROLLED_BACK, CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ TRANSITIONS: Mapping[str, Transition] = {
         Transition("fail", frozenset({STARTED}), FAILED, FAILED, note_required=True),
         Transition("rollback", frozenset({STARTED, SUCCEEDED, FAILED}), ROLLED_BACK, ROLLED_BACK,
                    note_required=True),
+        Transition("cancel", frozenset({PENDING_APPROVAL, APPROVED}), CANCELLED, CANCELLED, note_required=True),
     )
 }
 

@@ -178,6 +178,10 @@ class Database:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise DatabaseError(f"cannot switch {self.db_path!r} to WAL mode (got {mode!r})")
+            # An upgrade that rebuilds a table needs foreign keys off, and SQLite
+            # ignores the switch inside a transaction; migrate checks them at the
+            # end instead.  This connection is closed below, never reused.
+            conn.execute("PRAGMA foreign_keys = OFF")
             with _immediate(conn):
                 migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
             key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()

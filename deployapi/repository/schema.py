@@ -7,6 +7,7 @@ database as it was.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,16 @@ class Migration:
     """The statements that bring a database from ``version - 1`` to ``version``.
 
     Only what ``CREATE ... IF NOT EXISTS`` in schema.sql cannot express belongs
-    here (new columns, backfills, changed triggers): schema.sql runs after the
-    steps and creates any new table or index itself.
+    here (new columns, backfills, changed triggers, changed tables): schema.sql
+    runs after the steps and creates any new table or index itself.
     """
 
     version: int
-    statements: tuple[str, ...]
+    statements: tuple[str, ...] = ()
+    # Tables whose definition in schema.sql changed in a way ALTER TABLE
+    # cannot make (a CHECK list, a constraint): rebuilt from it, rows kept
+    # (rebuild_tables).  Needs the connection's foreign keys off.
+    rebuild: tuple[str, ...] = ()
     # Python work SQL cannot do (such as hashing), run after the statements.
     backfill: Callable[[sqlite3.Connection], None] | None = None
     # Run once schema.sql has run too, for what needs its new tables.
@@ -132,6 +137,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # deployment_steps), which schema.sql creates with their trigger; filled
     # here for the events appended before.
     Migration(5, (), after_schema=lambda conn: backfill_derived_rows(conn)),
+    # 6: the status and event type `cancelled` in the CHECK lists of the two
+    # tables, which SQLite can only change by rebuilding them.
+    Migration(6, rebuild=("deployments", "deployment_events")),
 )
 
 
@@ -139,13 +147,20 @@ class SchemaTooNew(sqlite3.DatabaseError):
     """The database was written by a newer deployapi than this one."""
 
 
+class ForeignKeysViolated(sqlite3.DatabaseError):
+    """A rebuilt table left rows whose foreign keys point nowhere."""
+
+
 def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, ...], target: int) -> int:
     """Bring the database to ``target``: the version's steps in order, then schema.sql.
 
     Runs inside the caller's transaction, so a failing step leaves the database
-    as it was.  Returns the version the database was at.
+    as it was.  A step that rebuilds tables needs the connection's foreign keys
+    off, which SQLite only lets the caller switch outside a transaction.
+    Returns the version the database was at.
 
     :raises SchemaTooNew: when the database is already past ``target``.
+    :raises ForeignKeysViolated: a rebuild left rows whose parent is gone.
     """
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > target:
@@ -158,6 +173,8 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
             if max(found, 1) < step.version <= target:
                 for statement in step.statements:
                     conn.execute(statement)
+                if step.rebuild:
+                    rebuild_tables(conn, schema, step.rebuild)
                 if step.backfill is not None:
                     step.backfill(conn)
                 ran.append(step)
@@ -166,8 +183,62 @@ def migrate(conn: sqlite3.Connection, schema: str, migrations: tuple[Migration, 
     for step in ran:
         if step.after_schema is not None:
             step.after_schema(conn)
+    if any(step.rebuild for step in ran):
+        # What foreign_keys=ON would have enforced during the rebuild, checked once at the end.
+        orphan = conn.execute("PRAGMA foreign_key_check").fetchone()
+        if orphan is not None:
+            raise ForeignKeysViolated(f"after the upgrade to schema version {target}, a row of {orphan[0]} "
+                                      f"(rowid {orphan[1]}) refers to a missing row of {orphan[2]}")
     conn.execute(f"PRAGMA user_version = {int(target)}")
     return found
+
+
+_CREATE_TABLE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)\s*\(", re.IGNORECASE)
+
+
+def rebuild_tables(conn: sqlite3.Connection, schema: str, tables: tuple[str, ...]) -> None:
+    """Re-create ``tables`` as schema.sql defines them now, every row kept, by SQLite's procedure.
+
+    SQLite's ALTER TABLE cannot change a CHECK or a constraint; its documented
+    way (https://www.sqlite.org/lang_altertable.html#otheralter) is a new table,
+    the rows copied, the old one dropped and the new one renamed, with foreign
+    keys off and foreign_key_check before the commit (migrate runs that).
+    Every trigger and view is dropped first, because renaming a table makes
+    SQLite re-read every trigger and view, and one that names a table dropped
+    a moment before fails it; schema.sql, run next, creates them again, with
+    the indexes the dropped tables took along.  Columns the new definition
+    lacks are dropped; new ones take their defaults.  AUTOINCREMENT's counter
+    is carried over, so an id is never handed out twice.
+
+    :raises RuntimeError: the connection's foreign keys are on (DROP TABLE would
+        delete or refuse through them), or a table has no definition in schema.sql.
+    """
+    if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+        raise RuntimeError("rebuilding a table needs PRAGMA foreign_keys = OFF, set before the transaction")
+    definitions = {match.group(1): statement for statement in split_statements(schema)
+                   if (match := _CREATE_TABLE.search(statement)) is not None}
+    missing = [table for table in tables if table not in definitions]
+    if missing:
+        raise RuntimeError(f"no CREATE TABLE IF NOT EXISTS in schema.sql for {', '.join(missing)}")
+    for kind, name in conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+                                   " ORDER BY type, name").fetchall():
+        conn.execute(f'DROP {kind.upper()} "{name}"')
+    has_counters = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone()
+    for table in tables:
+        rebuilt = f"{table}_rebuilt"
+        definition = definitions[table]
+        match = _CREATE_TABLE.search(definition)
+        conn.execute(f"{definition[:match.start()]}CREATE TABLE {rebuilt} ({definition[match.end():]}")
+        old = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+        new = {row[1] for row in conn.execute(f'PRAGMA table_info("{rebuilt}")')}
+        columns = ", ".join(f'"{column}"' for column in old if column in new)
+        counter = (conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+                   if has_counters else None)
+        conn.execute(f'INSERT INTO "{rebuilt}" ({columns}) SELECT {columns} FROM "{table}"')
+        conn.execute(f'DROP TABLE "{table}"')
+        conn.execute(f'ALTER TABLE "{rebuilt}" RENAME TO "{table}"')
+        if counter is not None:
+            conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = ?", (counter[0], table))
 
 
 def too_new_message(found: int, known: int) -> str:

@@ -35,6 +35,8 @@ STARTED = APPROVED + [("start", "ci", None)]
         (STARTED, "rollback", "error rate", "rolled_back"),
         (STARTED + [("succeed", "ci", None)], "rollback", "late regression", "rolled_back"),
         (STARTED + [("fail", "ci", "red")], "rollback", "restore service", "rolled_back"),
+        ([], "cancel", "superseded by 1.1", "cancelled"),
+        (APPROVED, "cancel", "change window missed", "cancelled"),
     ],
 )
 def test_each_action_moves_the_deployment_and_records_an_event(client, created, before, action, note, status):
@@ -72,9 +74,10 @@ def test_an_invalid_transition_is_409_with_the_current_status(client, created):
                                                                       "start")
 
 
-@pytest.mark.parametrize("terminal", [[("reject", "bob", "no")], STARTED + [("rollback", "ci", "undo")]],
-                         ids=["rejected", "rolled_back"])
-@pytest.mark.parametrize("action", ["approve", "reject", "start", "succeed", "fail", "rollback"])
+@pytest.mark.parametrize("terminal", [[("reject", "bob", "no")], STARTED + [("rollback", "ci", "undo")],
+                                      [("cancel", "alice", "not needed")]],
+                         ids=["rejected", "rolled_back", "cancelled"])
+@pytest.mark.parametrize("action", ["approve", "reject", "start", "succeed", "fail", "rollback", "cancel"])
 def test_terminal_deployments_accept_no_action(client, created, terminal, action):
     deployment = advance(client, created(), *terminal)
     response = act(client, deployment["id"], action, actor="zed", note="n")
@@ -96,7 +99,7 @@ def test_the_requester_may_reject_their_own_deployment(client, created):
     assert act(client, deployment["id"], "reject", actor="Alice", note="withdrawn").status_code == 200
 
 
-@pytest.mark.parametrize("action", ["reject", "fail", "rollback"])
+@pytest.mark.parametrize("action", ["reject", "fail", "rollback", "cancel"])
 @pytest.mark.parametrize("note", [None, "", "  "], ids=["missing", "empty", "blank"])
 def test_a_missing_note_is_422_before_404_and_409(client, created, action, note):
     body = {"actor": "bob"} if note is None else {"actor": "bob", "note": note}
@@ -104,6 +107,30 @@ def test_a_missing_note_is_422_before_404_and_409(client, created, action, note)
         response = client.post(f"/deployments/{deployment_id}/{action}", json=body)
         assert response.status_code == 422
         assert [e["field"] for e in response.get_json()["errors"]] == ["note"]
+
+
+@pytest.mark.parametrize("before", [STARTED, STARTED + [("succeed", "ci", None)], STARTED + [("fail", "ci", "red")]],
+                         ids=["started", "succeeded", "failed"])
+def test_a_deployment_that_has_started_cannot_be_cancelled_and_nothing_is_appended(client, created, before):
+    deployment = advance(client, created(), *before)
+    events = client.get(f"/deployments/{deployment['id']}/events").get_json()["items"]
+    response = act(client, deployment["id"], "cancel", actor="alice", note="too late")
+    assert response.status_code == 409
+    body = response.get_json()
+    assert (body["code"], body["current_status"], body["action"]) == ("invalid_transition", deployment["status"],
+                                                                      "cancel")
+    assert client.get(f"/deployments/{deployment['id']}").get_json() == deployment
+    assert client.get(f"/deployments/{deployment['id']}/events").get_json()["items"] == events
+
+
+def test_anyone_may_cancel_the_requester_included_and_the_review_is_kept(client, created):
+    mine = created(requester="alice")
+    assert act(client, mine["id"], "cancel", actor="Alice", note="duplicate").get_json()["status"] == "cancelled"
+    approved = advance(client, created(requester="alice"), *APPROVED)
+    cancelled = act(client, approved["id"], "cancel", actor="release-manager", note="freeze").get_json()
+    assert (cancelled["reviewed_by"], cancelled["reviewed_at"]) == (approved["reviewed_by"], approved["reviewed_at"])
+    listed = client.get("/deployments?status=cancelled").get_json()["items"]
+    assert {d["id"] for d in listed} == {mine["id"], approved["id"]}
 
 
 def test_a_bad_body_is_reported_before_an_unknown_id(client):

@@ -115,6 +115,16 @@ def test_a_failed_deployment_is_exported_as_the_project_type(client, created):
     assert (failed["data"]["type"], failed["data"]["note"]) == ("failed", "timeout")
 
 
+@pytest.mark.parametrize("before", [[], [("approve", "bob", None)]], ids=["pending", "approved"])
+def test_a_cancelled_deployment_is_exported_as_the_project_type(client, created, before):
+    deployment = created()
+    advance(client, deployment["id"], *before, ("cancel", "alice", "superseded"))
+    cancelled = client.get(f"/deployments/{deployment['id']}/events?format=cdevents").get_json()[-1]
+    assert cancelled["type"] == "dev.deployapi.deployment.cancelled.v1"
+    assert cancelled["subject"] == deployment["id"]
+    assert (cancelled["data"]["type"], cancelled["data"]["note"]) == ("cancelled", "superseded")
+
+
 def test_the_global_feed_is_exported_both_ways(client, rolled_back):
     by_param = client.get("/events?format=cdevents")
     by_header = client.get("/events", headers={"Accept": BATCH})

@@ -28,8 +28,7 @@ def minutes(*values: float) -> list[float]:
     return [value * 60.0 for value in values]
 
 
-@pytest.fixture
-def history(timeline):
+def known_history(timeline: Timeline) -> Timeline:
     """Two days of billing deployments, in minutes from the window's start (window: minutes 0 to 2880).
 
     | deployment | env        | requested | approved | started | outcome                         |
@@ -53,6 +52,11 @@ def history(timeline):
     return timeline
 
 
+@pytest.fixture
+def history(timeline):
+    return known_history(timeline)
+
+
 def test_every_metric_of_a_known_history(history):
     assert metrics(history) == {
         "service": None, "environment": None, "since": at(0), "until": at(2 * DAY),
@@ -68,6 +72,19 @@ def test_every_metric_of_a_known_history(history):
         "deploy_duration_seconds": {"median": 300.0, "p90": 1500.0, "count": 6},
         "counts": {"succeeded": 4, "started": 7, "failed_changes": 3},
     }
+
+
+def test_cancelled_deployments_count_in_no_metric_but_their_approval(history, tmp_path):
+    same = known_history(Timeline(tmp_path / "same.db"))
+    try:
+        for timeline, cancelled in ((history, True), (same, False)):
+            # Approved, then cancelled or left approved; requested, then cancelled or left pending.
+            timeline.deploy(400, "1.6.0", steps={"approve": 410, **({"cancel": 420} if cancelled else {})})
+            timeline.deploy(500, "1.7.0", steps={"cancel": 510} if cancelled else {})
+        assert metrics(history) == metrics(same)
+        assert metrics(history)["approval_lead_time_seconds"]["count"] == 7
+    finally:
+        same.close()
 
 
 def test_environment_and_service_narrow_the_scope(history):

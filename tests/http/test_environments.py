@@ -111,6 +111,17 @@ def test_approved_and_started_deployments_are_in_flight_newest_first(timeline):
     assert item["last_change_at"] == at(14)
 
 
+def test_a_cancelled_deployment_is_neither_in_flight_nor_a_change(timeline):
+    live = timeline.deploy(0, "1.0.0", steps=shipped(1, 2, 3))
+    timeline.deploy(10, "1.1.0", steps={"approve": 11, "cancel": 12})
+    timeline.deploy(20, "1.2.0", steps={"cancel": 21})
+
+    item = only_item(timeline)
+    assert item["current"]["deployment_id"] == live
+    assert (item["in_flight"], item["in_flight_count"]) == ([], 0)
+    assert item["last_change_at"] == at(3)
+
+
 def test_only_the_newest_in_flight_deployments_are_listed_but_all_are_counted(timeline):
     total = IN_FLIGHT_SHOWN + 2
     ids = [timeline.deploy(10 * n, f"1.{n}.0", steps={"approve": 10 * n + 1}) for n in range(total)]

@@ -32,12 +32,14 @@ from deployapi.repository import (
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def populate(repo: Repository) -> list[str]:
-    """A few deployments in every kind of state; returns their ids."""
+def populate(repo: Repository, *, cancelled: bool = True) -> list[str]:
+    """A few deployments in every kind of state (``cancelled``: that one too); returns their ids."""
     ids = []
     for steps in ([], [("approve", None)], [("reject", "no")], [("approve", None), ("start", None)],
                   [("approve", None), ("start", None), ("succeed", None), ("rollback", "bad")],
-                  [("approve", None), ("start", None), ("fail", "red")]):
+                  [("approve", None), ("start", None), ("fail", "red")],
+                  *([[("cancel", "superseded")], [("approve", None), ("cancel", "window missed")]] if cancelled
+                    else [])):
         deployment = repo.create_deployment(new_deployment(requester="alice"))
         for action, note in steps:
             repo.apply_action(deployment.id, ActionRequest(action, "bob", note))
@@ -78,7 +80,7 @@ def failed_checks(path) -> dict[str, tuple[str, ...]]:
 def test_a_healthy_database_passes_every_check(db_path, repo):
     populate(repo)
     report = check_database(db_path)
-    assert report.ok and report.deployments == 6 and report.events == 17
+    assert report.ok and report.deployments == 8 and report.events == 22
     assert report.lines()[-1].endswith("all checks passed")
 
 
@@ -125,6 +127,15 @@ def test_each_invariant_catches_a_hand_edit(db_path, repo, statements, broken):
                          "the read tables derived from the events hold exactly their rows"):
             failures.pop(by_event, None)
         assert set().union(*failures.values()) == {victim}
+
+
+def test_a_cancel_after_the_start_is_an_illegal_transition(db_path, repo):
+    ids = populate(repo)
+    victim = ids[5]  # created, approved, started, failed
+    tamper(db_path, f"UPDATE deployment_events SET type = 'cancelled', to_status = 'cancelled'"
+                    f" WHERE sequence = 4 AND deployment_id = '{victim}'",
+           f"UPDATE deployments SET status = 'cancelled' WHERE id = '{victim}'")
+    assert failed_checks(db_path)["every event is a legal transition from the one before"] == (victim,)
 
 
 def test_sqlite_corruption_is_reported(tmp_path, repo, db_path):

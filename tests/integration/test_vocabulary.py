@@ -14,7 +14,7 @@ from importlib import resources
 
 import pytest
 
-from deployapi import lifecycle
+from deployapi import cdevents, lifecycle
 from deployapi.repository import schema_sql, split_statements
 from deployapi.repository.insights_sql import STEPS
 from deployapi.repository.rows import sql_strings
@@ -110,3 +110,12 @@ def test_sql_strings_quotes_each_value_as_one_sqlite_string():
         assert conn.execute(f"SELECT {sql_strings(*values)}").fetchone() == values
     finally:
         conn.close()
+
+
+def test_the_cdevents_mapping_covers_every_event_type_and_its_own_types_are_the_documented_ones():
+    assert cdevents.CDEVENT_MAPPED | set(cdevents.OWN_TYPES) == set(lifecycle.EVENT_TYPES)
+    assert not cdevents.CDEVENT_MAPPED & set(cdevents.OWN_TYPES)
+    schemas = openapi()["components"]["schemas"]
+    own = schemas["CloudEventDeployapi"]["properties"]["type"]["enum"]
+    assert own == [cdevents.OWN_TYPES[t] for t in lifecycle.EVENT_TYPES if t in cdevents.OWN_TYPES]
+    assert set(own) <= set(schemas["CloudEventEnvelope"]["properties"]["type"]["enum"])

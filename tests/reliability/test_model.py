@@ -36,7 +36,8 @@ pytestmark = pytest.mark.reliability
 
 # --- the contract, written out for this test ---------------------------------------
 
-STATUSES = ("pending_approval", "approved", "rejected", "started", "succeeded", "failed", "rolled_back")
+STATUSES = ("pending_approval", "approved", "rejected", "started", "succeeded", "failed", "rolled_back",
+            "cancelled")
 
 # action -> (statuses it is allowed from, status it leads to, whether a note is required)
 LIFECYCLE = {
@@ -46,6 +47,7 @@ LIFECYCLE = {
     "succeed": ({"started"}, "succeeded", False),
     "fail": ({"started"}, "failed", True),
     "rollback": ({"started", "succeeded", "failed"}, "rolled_back", True),
+    "cancel": ({"pending_approval", "approved"}, "cancelled", True),
 }
 ACTIONS = tuple(LIFECYCLE)
 REVIEW_ACTIONS = {"approve", "reject"}

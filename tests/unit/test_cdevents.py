@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from deployapi import cdevents
+from deployapi import cdevents, lifecycle
 from deployapi.lifecycle import Deployment, Event
 
 DEPLOYMENT = Deployment(
@@ -26,7 +26,7 @@ DEPLOYMENT = Deployment(
 )
 STATUS_AFTER = {"created": "pending_approval", "approved": "approved", "rejected": "rejected",
                 "started": "started", "succeeded": "succeeded", "failed": "failed",
-                "rolled_back": "rolled_back"}
+                "rolled_back": "rolled_back", "cancelled": "cancelled", "paused": "paused"}
 
 
 def make_event(event_type: str, **overrides) -> Event:
@@ -52,6 +52,7 @@ EXPECTED_TYPES = [
     pytest.param("rolled_back", False, "dev.cdevents.service.rolledback.0.3.0", id="rolled_back"),
     pytest.param("started", False, "dev.deployapi.deployment.started.v1", id="started"),
     pytest.param("failed", False, "dev.deployapi.deployment.failed.v1", id="failed"),
+    pytest.param("cancelled", False, "dev.deployapi.deployment.cancelled.v1", id="cancelled"),
 ]
 CDEVENT_TYPES = [p for p in EXPECTED_TYPES if p.values[2].startswith("dev.cdevents.")]
 
@@ -77,6 +78,17 @@ URN = re.compile(r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,30}[A-Za-z0-9]:([A-Za-z0-9\-._
 @pytest.mark.parametrize("event_type, first_success, expected", EXPECTED_TYPES)
 def test_every_event_type_maps_to_its_documented_type(event_type, first_success, expected):
     assert export(event_type, first_success=first_success)["type"] == expected
+
+
+def test_every_event_type_of_the_lifecycle_has_an_expected_export():
+    assert {p.values[0] for p in EXPECTED_TYPES} == set(lifecycle.EVENT_TYPES)
+
+
+def test_an_event_type_cdevents_has_no_mapping_for_is_exported_as_the_projects_own_type():
+    # A type added to the lifecycle before anyone maps it must not turn ?format=cdevents into a 500.
+    exported = export("paused")
+    assert exported["type"] == "dev.deployapi.deployment.paused.v1"
+    assert exported["subject"] == DEPLOYMENT.id and exported["data"]["type"] == "paused"
 
 
 @pytest.mark.parametrize("event_type, first_success, expected", EXPECTED_TYPES)
