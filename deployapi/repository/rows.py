@@ -1,4 +1,4 @@
-"""The columns a read selects and the one mapping of each row to its domain object.
+"""The columns a read selects, the one mapping of each row to its domain object, and domain constants as SQL.
 
 Shared by every module of the package that reads deployments or events, and by
 ``deployapi check`` (EVENTS_WITH_CONTENT_SQL, event_with_content).
