@@ -82,6 +82,12 @@ class FileWatch:
         # only then: while one stays open, a new -wal is another file.
         self._wal_identity: tuple[int, int] | None = None
         self._connections = 0
+        # Held while a connection is opened or closed, with the count: SQLite
+        # deletes the -wal when the last connection holding the file closes,
+        # and one opened meanwhile would find it gone, or start a new one
+        # while the old is still the one known here.  Reentrant: a connection
+        # collected during an opening closes on the same thread.
+        self.connections_changing = threading.RLock()
         self._fault: str | None = None
         self._damage: str | None = None  # a lasting fault: until restart
         self._logged: dict[str, float] = {}  # reason -> when last logged
@@ -134,15 +140,18 @@ class FileWatch:
                               "deployapi cleanly, then run deployapi check", lasting=True)
 
     def connection_opened(self) -> None:
+        """A connection was opened and has read the file (call under ``connections_changing``)."""
         with self._lock:
             self._connections += 1
 
-    def connection_closed(self) -> None:
-        """A connection was closed; after the last one, the -wal may be new at the next commit."""
-        with self._lock:
-            self._connections -= 1
-            if self._connections <= 0:
-                self._connections, self._wal_identity = 0, None
+    def close_connection(self, conn: sqlite3.Connection) -> None:
+        """Close ``conn``; after the last one, the -wal may be new at the next commit."""
+        with self.connections_changing:
+            conn.close()
+            with self._lock:
+                self._connections -= 1
+                if self._connections <= 0:
+                    self._connections, self._wal_identity = 0, None
 
     def failed(self, reason: str, cause: BaseException | None = None, *, lasting: bool = False) -> StorageFault:
         """Record a fault (logged when it is new, at most once a minute per reason) and return the error to raise.

@@ -149,6 +149,10 @@ class Database:
             # Statement journals (the derived-table trigger's inserts keep one)
             # in memory, not in a file created and deleted inside the write lock.
             conn.execute("PRAGMA temp_store = MEMORY")
+            # A read: from now on the connection holds the file, so SQLite does
+            # not delete the -wal when another connection closes (see
+            # _open_for_request).
+            conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError as error:
             conn.close()
             raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
@@ -230,24 +234,28 @@ class Database:
                 self._discard(held)
 
     def _open_for_request(self) -> sqlite3.Connection:
-        # A new connection would start a new, empty -wal beside the database
-        # if the one in use was removed: that must be noticed before, not after.
-        self.storage.verify_undamaged()
-        self.storage.verify_path()
-        self.storage.verify_wal(learn=False)
-        try:
-            conn = self._open()
-        except DatabaseError as error:
-            reason = storage_reason(error.__cause__)
-            if reason is None:
-                raise
-            self.storage.verify_path()  # the file gone is the cause to report, if it is
-            raise self.storage.failed(reason, error.__cause__) from error
-        self.storage.connection_opened()
-        return conn
+        # No connection closes meanwhile (FileWatch.connections_changing), and
+        # _open reads the file, after which this one holds it: so the -wal
+        # known to the watch is still the one in use when the count goes up.
+        with self.storage.connections_changing:
+            # A new connection would start a new, empty -wal beside the database
+            # if the one in use was removed: that must be noticed before, not after.
+            self.storage.verify_undamaged()
+            self.storage.verify_path()
+            self.storage.verify_wal(learn=False)
+            try:
+                conn = self._open()
+            except DatabaseError as error:
+                reason = storage_reason(error.__cause__)
+                if reason is None:
+                    raise
+                self.storage.verify_path()  # the file gone is the cause to report, if it is
+                raise self.storage.failed(reason, error.__cause__) from error
+            self.storage.connection_opened()
+            return conn
 
     def _keep(self, conn: sqlite3.Connection) -> _ThreadConnection:
-        held = _ThreadConnection(conn, self.storage.connection_closed)
+        held = _ThreadConnection(conn, self.storage.close_connection)
         with self._threads_lock:
             self._threads.add(held)
         return held
@@ -433,24 +441,19 @@ class Database:
 class _ThreadConnection:
     """A thread's kept connection; closed when the thread ends and drops it, or by Database.close()."""
 
-    def __init__(self, conn: sqlite3.Connection, closed: Callable[[], None]):
+    def __init__(self, conn: sqlite3.Connection, close: Callable[[sqlite3.Connection], None]):
         self.conn = conn
         # After a fork the child must not use its parent's connections.
         self.pid = os.getpid()
         self.in_use = False
-        self.close = weakref.finalize(self, _close, conn, closed)
-
-
-def _close(conn: sqlite3.Connection, closed: Callable[[], None]) -> None:
-    conn.close()
-    closed()
+        self.close = weakref.finalize(self, close, conn)
 
 
 def _one_off(conn: sqlite3.Connection, storage: FileWatch) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     finally:
-        _close(conn, storage.connection_closed)
+        storage.close_connection(conn)
 
 
 @contextlib.contextmanager

@@ -80,3 +80,59 @@ def test_concurrent_creates_and_actions_keep_state_and_history_in_step(db_path, 
         ).fetchall()
     assert drift == []
     assert len(ids) == 40 and {s for _, s in sequences} == {"1,2,3,4,5"}
+
+
+class _CloseThenPause:
+    """A connection whose close() waits after closing: the moment the -wal is gone."""
+
+    def __init__(self, conn, closed: threading.Event, go: threading.Event):
+        self._conn, self._closed, self._go = conn, closed, go
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def close(self):
+        self._conn.close()
+        self._closed.set()
+        self._go.wait(timeout=5)
+
+
+def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db_path):
+    # SQLite deletes the -wal when the last connection closes, and a
+    # connection opened a moment later starts a new one.  Thread A's
+    # connection, the only one, closes as A ends; thread C opens one and
+    # writes during that close.  Neither may be taken for a -wal removed
+    # behind deployapi's back (a lasting fault: every write refused until
+    # a restart).
+    repo = Repository(db_path)
+    closed, go = threading.Event(), threading.Event()
+    real_open = repo._open
+
+    def open_pausing_in_a(**options):
+        conn = real_open(**options)
+        return _CloseThenPause(conn, closed, go) if threading.current_thread().name == "A" else conn
+
+    repo._open = open_pausing_in_a
+    outcomes = {}
+
+    def write(name):
+        try:
+            outcomes[name] = repo.create_deployment(new_deployment()).status
+        except Exception as error:  # the outcome under test
+            outcomes[name] = error
+
+    try:
+        a = threading.Thread(target=write, args=("A",), name="A")
+        a.start()
+        assert closed.wait(timeout=5)  # A wrote, ended, and its connection is closed: the -wal is gone
+        c = threading.Thread(target=write, args=("C",), name="C")
+        c.start()
+        c.join(timeout=1)  # unless its opening waits for A's close to finish
+        go.set()
+        for thread in (a, c):
+            thread.join()
+        write("after")
+        assert outcomes == dict.fromkeys(("A", "C", "after"), "pending_approval")
+        assert repo.storage.fault is None
+    finally:
+        repo.close()
