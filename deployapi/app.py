@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 from . import handlers, lifecycle, logs
 from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
-from .repository import Repository
+from .repository import Repository, utc_now
 
 Handler = Callable[..., Response]
 
@@ -80,7 +80,8 @@ class DeployAPI:
     """
 
     def __init__(self, repository: Repository, production_environments: Collection[str], *,
-                 trust_remote_user: bool = False, remote_user_header: str | None = None):
+                 trust_remote_user: bool = False, remote_user_header: str | None = None,
+                 clock: Callable[[], datetime] = utc_now):
         self.repository = repository
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
@@ -90,7 +91,8 @@ class DeployAPI:
         self._routes = self.url_map.bind("localhost")
         self.context = Context(repository=repository,
                                production_environments=frozenset(production_environments),
-                               openapi=load_openapi(), trust_remote_user=trust_remote_user)
+                               openapi=load_openapi(), cursor_key=bytes.fromhex(repository.setting("cursor_key")),
+                               clock=clock, trust_remote_user=trust_remote_user)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -208,12 +210,13 @@ def create_app(
     environments = production_set(production_environments)
     if remote_user_header and not trust_remote_user:
         raise ValueError("remote_user_header only makes sense with trust_remote_user")
-    # Only what the caller chose: the repository keeps its own defaults.
-    chosen = {name: value for name, value in (("clock", clock), ("busy_timeout_ms", busy_timeout_ms))
-              if value is not None}
-    repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, **chosen)
+    clock = clock or utc_now
+    # Only what the caller chose: the repository keeps its own default.
+    timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
+    repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, clock=clock,
+                            **timeout)
     return DeployAPI(repository, environments, trust_remote_user=trust_remote_user,
-                     remote_user_header=remote_user_header)
+                     remote_user_header=remote_user_header, clock=clock)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,11 +25,15 @@ from .storage import StorageFault
 
 @dataclass(frozen=True)
 class Context:
-    """What every handler may use: the repository and the start-up configuration."""
+    """What every handler may use: the repository, the clock and the start-up configuration."""
 
     repository: Repository
     production_environments: frozenset[str]
     openapi: dict[str, Any]
+    # The key that signs listing cursors, kept in the database so that cursors survive restarts.
+    cursor_key: bytes
+    # The clock the repository stamps writes with: "now" for the default DORA window.
+    clock: Callable[[], datetime]
     trust_remote_user: bool = False
 
 
@@ -51,13 +56,13 @@ def create_deployment(request: Request, ctx: Context) -> Response:
 def list_deployments(request: Request, ctx: Context) -> Response:
     """GET /deployments: one page of deployments, newest first, filtered, with the next page's cursor."""
     try:
-        query = listing.parse_list_query(query_args(request), ctx.repository.cursor_key)
+        query = listing.parse_list_query(query_args(request), ctx.cursor_key)
     except listing.InvalidCursor as error:
         raise errors.invalid_cursor(str(error)) from None
     page = ctx.repository.list_deployments(query)
     next_cursor = None
     if page.next_position is not None:
-        next_cursor = listing.encode_cursor(page.next_position, query.filters(), ctx.repository.cursor_key)
+        next_cursor = listing.encode_cursor(page.next_position, query.filters(), ctx.cursor_key)
     # The items arrive as JSON text (repository.DEPLOYMENT_DOCUMENT): joined, not re-encoded.
     body = f'{{"items":[{",".join(page.documents)}],"next_cursor":{json_text(next_cursor)}}}'
     return json_text_response(body)
@@ -128,7 +133,7 @@ def list_environments(request: Request, ctx: Context) -> Response:
 
 def dora_metrics(request: Request, ctx: Context) -> Response:
     """GET /metrics/dora: DORA-style metrics over a time window."""
-    query = insights.parse_dora_query(query_args(request), ctx.repository.now())
+    query = insights.parse_dora_query(query_args(request), ctx.clock())
     return json_response(dora_json(ctx.repository.dora_metrics(query)))
 
 

@@ -188,12 +188,10 @@ class Database:
             conn.execute("PRAGMA foreign_keys = OFF")
             with _immediate(conn):
                 migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
-            key = conn.execute("SELECT value FROM settings WHERE name = 'cursor_key'").fetchone()
         except sqlite3.DatabaseError as error:
             raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
         finally:
             conn.close()
-        self.cursor_key = bytes.fromhex(key["value"])
         if missing:
             logger.warning("no database at %s: created a new, empty one (set require-existing to refuse instead)",
                            self.db_path)
@@ -416,6 +414,14 @@ class Database:
                 conn.close()
 
     # --- queries -----------------------------------------------------------
+
+    def setting(self, name: str) -> str | None:
+        """A value of the settings table (kept across restarts, such as the key that signs cursors)."""
+        # On a connection of its own, closed at once: an app is often built
+        # in a process that forks its workers later (Database._initialise).
+        for conn in _one_off(self._open_for_request(), self.storage):
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row["value"]
 
     def ping(self) -> None:
         """A real round trip to the database file, and while writes are failing, a real write.

@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from .. import chain, lifecycle
 from ..ids import new_deployment_id
@@ -109,10 +109,6 @@ class Repository(Database):
         page = rows[:query.limit]
         more = len(rows) > query.limit
         return ListingPage([row[2] for row in page], Position(page[-1][0], page[-1][1]) if more else None)
-
-    def now(self) -> datetime:
-        """The time by the repository's clock, the one its writes are stamped with."""
-        return self._clock()
 
     def list_environments(self, query: EnvironmentsQuery) -> list[EnvironmentState]:
         """What is live in every (service, environment) that has a deployment, ordered by both names."""

@@ -373,7 +373,7 @@ def prepare(client: Client, repo: Repository, case: Case, values: dict[str, str]
     return Prepared(
         urls=[url(cursor) for cursor in measured],
         queries=[listing.parse_list_query({name: [value] for name, value in with_cursor(cursor).items()},
-                                          repo.cursor_key)
+                                          bytes.fromhex(repo.setting("cursor_key")))
                  for cursor in measured],
         page_number=numbers[-1], items=sizes[numbers[-1] - 1],
     )
@@ -505,7 +505,8 @@ def run_requester_probes(db_dir: Path, sizes: list[int], apps: dict, iterations:
         print(f"requester probe: {label}", file=sys.stderr)
         for size in sizes:
             probes[size, label] = time_probe(clients[size], f"/deployments?{urlencode(probe_args)}", iterations)
-        query = listing.parse_list_query({name: [value] for name, value in probe_args.items()}, largest.cursor_key)
+        cursor_key = bytes.fromhex(largest.setting("cursor_key"))
+        query = listing.parse_list_query({name: [value] for name, value in probe_args.items()}, cursor_key)
         probe_plans[label] = (query_plan(largest, query),
                               requester_entries_read(db_path(db_dir, sizes[-1]), probe_args, query.limit))
     return probes, probe_plans
