@@ -1,7 +1,7 @@
--- deployapi schema, version 6 (repository.SCHEMA_VERSION).
+-- deployapi schema, version 6 (deployapi/repository/schema.py: SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
--- also applies any migration steps (repository.migrate), so every statement
+-- also applies any migration steps (repository/schema.py: migrate), so every statement
 -- must be idempotent: CREATE ... IF NOT EXISTS, never DROP.  The version is
 -- recorded in PRAGMA user_version.
 
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS deployments (
 -- indexes, already in listing order: no sort, and a cursor seeks straight to
 -- its page.  requester, the filter on-call and auditors ask for most after
 -- those, gets one too, which also serves requester combined with the others
--- (see repository._listing_index).
+-- (see repository/pages.py: _listing_index).
 CREATE INDEX IF NOT EXISTS deployments_newest_first
     ON deployments (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS deployments_by_service
@@ -56,8 +56,8 @@ CREATE INDEX IF NOT EXISTS deployments_by_requester
 -- (status = 'succeeded' ORDER BY updated_at DESC), the newest event of each
 -- status (max(updated_at)) and the deployments touched since a time are each
 -- one seek.  The listing indexes order by created_at, which would mean reading
--- every deployment of a status to find its newest update (GET /environments at
--- 1M rows: 1.7 s on deployments_by_service_environment_status, 19 ms on this).
+-- every deployment of a status to find its newest update (docs/performance.md,
+-- "What is live, and DORA metrics, at scale").
 CREATE INDEX IF NOT EXISTS deployments_by_service_environment_status_updated
     ON deployments (service, environment, status, updated_at DESC, id DESC);
 
@@ -155,7 +155,7 @@ CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_environment
 --   finished       at the event that left started, microseconds since the start
 --   failed         at the failure (a failed event, or a rollback not after one)
 --   failed_change  the same failure, filed at the time its deployment started
--- `microseconds` is repository._microseconds_between(from_at, at): exact, and
+-- `microseconds` is repository/insights_sql.py: _microseconds_between(from_at, at): exact, and
 -- computed once, on insert.
 CREATE TABLE IF NOT EXISTS deployment_steps (
     service     TEXT NOT NULL,
@@ -172,7 +172,7 @@ CREATE TABLE IF NOT EXISTS deployment_steps (
 -- What the two tables hold for each event, defined once: the trigger inserts
 -- the rows of the event just appended (SQLite pushes `event_id = NEW.id` into
 -- every branch, so that is a few seeks), and a backfill inserts those of
--- older events (repository.backfill_derived_rows).
+-- older events (repository/schema.py: backfill_derived_rows).
 CREATE VIEW IF NOT EXISTS deployment_event_scope_rows (service, environment, type, event_id) AS
 SELECT d.service, d.environment, e.type, e.id
 FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id;

@@ -85,7 +85,7 @@ class DeployAPI:
         self.repository = repository
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
-        # Bound once, not per request (bind_to_environ costs ~25 µs): matching
+        # Bound once, not per request (bind_to_environ is not free): matching
         # needs only the path and the method.  The host it is bound to would
         # only appear in a redirect, and no route redirects (none ends in "/").
         self._routes = self.url_map.bind("localhost")

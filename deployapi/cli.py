@@ -26,9 +26,8 @@ DRAIN_SECONDS = 10.0
 # default is 5 ms).  waitress's event-loop thread polls its sockets in pure
 # Python and, while a worker's answer is being sent, finds that socket writable
 # on every pass: a worker coming back from a socket send or an SQLite call then
-# waits up to a whole interval for the GIL while the loop spins.  Measured on 2
-# cores, 16 connections (docs/performance.md): GET by id 147 -> 910 req/s,
-# p99 398 -> 29 ms.  See docs/adr/0010-gil-switch-interval.md.
+# waits up to a whole interval for the GIL while the loop spins.  What it
+# changes is measured in docs/adr/0010-gil-switch-interval.md.
 GIL_SWITCH_INTERVAL = 0.00001
 
 

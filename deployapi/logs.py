@@ -129,8 +129,8 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # What a record need not collect, since neither format prints it: the
     # caller's file and line, thread and process names (the "Optimization"
-    # section of the logging HOWTO).  Together with the formats above, an
-    # access line costs ~40 % less (docs/performance.md).
+    # section of the logging HOWTO), which makes each access line cheaper
+    # (docs/performance.md).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()

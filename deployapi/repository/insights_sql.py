@@ -32,7 +32,7 @@ STEPS = (STEP_APPROVED, STEP_STARTED, STEP_SUCCEEDED, STEP_FINISHED, STEP_FAILED
 # statement defines that CTE first, so that every `?` is bound once, in order).
 # The pairs are found by hopping from one to the next through the index (a
 # loose index scan): 200 seeks for 200 pairs, where SELECT DISTINCT reads every
-# entry of the index (190 ms at 1M rows).
+# entry of the index.
 _SCOPE_CTE = """
 pairs (service, environment) AS (
     SELECT service, environment FROM (

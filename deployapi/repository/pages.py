@@ -15,9 +15,8 @@ from .rows import DEPLOYMENT_DOCUMENT, EVENT_COLUMNS
 # independent of table statistics: without them SQLite may pick a shorter index
 # and filter row by row.  Any query with requester uses the requester index and
 # checks the other filters row by row: one person's deployments are few next to
-# a service's or a status's (measured at 1M rows: status + a rare requester took
-# 856 ms on the status index, under 1 ms on the requester one).  The slow case
-# left is a very busy requester (a CI bot) with a rare other filter.
+# a service's or a status's (docs/performance.md, "Listing at scale").  The slow
+# case left is a very busy requester (a CI bot) with a rare other filter.
 _LISTING_INDEXES = {
     frozenset(): "deployments_newest_first",
     frozenset({"service"}): "deployments_by_service",

@@ -89,12 +89,6 @@ def test_other_actions_keep_the_review_metadata(status, action):
     assert (updated.reviewed_by, updated.reviewed_at) == ("carol", "2026-11-26T10:00:00.000000Z")
 
 
-def test_the_input_deployment_is_not_changed():
-    original = deployment()
-    apply_action(original, ActionRequest("approve", "bob", None), 2, NOW)
-    assert original.status == "pending_approval"
-
-
 @pytest.mark.parametrize(
     "requester, actor",
     [("alice", "alice"), ("alice", "Alice"), ("alice", "  ALICE "), (" Alice ", "alice"),
