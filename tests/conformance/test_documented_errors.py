@@ -111,7 +111,7 @@ def deployment_that_can(client, action: str) -> str:
     """A deployment from whose status `action` is allowed."""
     deployment_id = client.post("/deployments", json=create_body(requester="alice")).get_json()["id"]
     before = {"approve": [], "reject": [], "start": ["approve"], "succeed": ["approve", "start"],
-              "fail": ["approve", "start"], "rollback": ["approve", "start"]}[action]
+              "fail": ["approve", "start"], "rollback": ["approve", "start"], "cancel": []}[action]
     for step in before:
         client.post(f"/deployments/{deployment_id}/{step}", json={"actor": "bob", "note": "because"})
     return deployment_id
@@ -120,7 +120,7 @@ def deployment_that_can(client, action: str) -> str:
 def deployment_in_wrong_status(client, action: str) -> str:
     """A deployment from whose status `action` is not allowed."""
     deployment = client.post("/deployments", json=create_body(requester="alice")).get_json()
-    if action in ("approve", "reject"):
+    if action in ("approve", "reject", "cancel"):
         client.post(f"/deployments/{deployment['id']}/reject", json={"actor": "bob", "note": "no"})
     return deployment["id"]
 
