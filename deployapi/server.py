@@ -93,9 +93,15 @@ class ProblemErrorTask(ErrorTask):
         elif status < 500:
             problem = errors.ApiError(status, "bad_request", error.reason,
                                       f"malformed HTTP request: {errors.shorten(str(error.body))}")
+        elif status == 501:
+            # waitress's answer to a Transfer-Encoding other than chunked: HTTP's
+            # status for a coding the server lacks, but the request is what to change.
+            problem = errors.ApiError(status, "bad_request", error.reason,
+                                      f"{errors.shorten(str(error.body))} Send the body with Content-Length, "
+                                      "or with Transfer-Encoding: chunked")
         else:
             problem = errors.ApiError(status, "internal_error", error.reason,
-                                      "the server failed to handle the request; the error has been logged")
+                                      "the HTTP server failed to read the request")
         _, text, _ = errors.render_problem(problem)
         body = text.encode("utf-8")
         self.status = f"{status} {error.reason}"

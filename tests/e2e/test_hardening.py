@@ -310,6 +310,19 @@ def test_headers_over_32_kib_are_a_431_problem(start_server):
     assert status_of(answer) == 431 and json_body_of(answer)["code"] == "header_too_large"
 
 
+def test_an_unsupported_transfer_encoding_is_the_clients_problem_not_a_server_error(start_server):
+    server = start_server()
+    with connect(server) as connection:
+        connection.sendall(b"POST /deployments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Transfer-Encoding: gzip\r\n\r\n")
+        answer = read_answer(connection)
+    problem = json_body_of(answer)
+    # 501 is what HTTP prescribes for a transfer coding the server does not know;
+    # the problem says what to change, and claims no server fault.
+    assert status_of(answer) == 501 and problem["code"] == "bad_request"
+    assert "Transfer-Encoding" in problem["detail"] and "logged" not in problem["detail"]
+
+
 def test_clients_that_pipeline_and_never_read_free_their_threads_after_the_channel_timeout(start_server):
     server = start_server("--threads", "2", "--channel-timeout", "2", "--outbuf-high-watermark", "65536")
     request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
