@@ -429,9 +429,12 @@ class Database:
         :raises StorageFault: the file is not the one at its path, was found damaged, or writes still fail.
         :raises DatabaseError: or sqlite3.Error when the database cannot answer.
         """
-        self.storage.verify_undamaged()
-        self.storage.verify_path()
-        self.storage.verify_wal(learn=False)
+        # Here too, even on a thread whose kept connection skips the checks of
+        # an opening; and like an opening, not while a connection closes.
+        with self.storage.connections_changing:
+            self.storage.verify_undamaged()
+            self.storage.verify_path()
+            self.storage.verify_wal(learn=False)
         if self.storage.fault is not None:
             # Nobody may write while the health check says 503 (a load balancer
             # takes the server out), so the check itself tries one.

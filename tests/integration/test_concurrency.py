@@ -97,11 +97,12 @@ class _CloseThenPause:
         self._go.wait(timeout=5)
 
 
-def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db_path):
+@pytest.mark.parametrize("third", ["write", "ping"])
+def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db_path, third):
     # SQLite deletes the -wal when the last connection closes, and a
     # connection opened a moment later starts a new one.  Thread A's
     # connection, the only one, closes as A ends; thread C opens one and
-    # writes during that close.  Neither may be taken for a -wal removed
+    # writes (or runs the health check) during that close.  Neither may be taken for a -wal removed
     # behind deployapi's back (a lasting fault: every write refused until
     # a restart).
     repo = Repository(db_path)
@@ -117,7 +118,11 @@ def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db
 
     def write(name):
         try:
-            outcomes[name] = repo.create_deployment(new_deployment()).status
+            if name == "C" and third == "ping":  # the health check, on a thread with no connection yet
+                repo.ping()
+                outcomes[name] = "pending_approval"
+            else:
+                outcomes[name] = repo.create_deployment(new_deployment()).status
         except Exception as error:  # the outcome under test
             outcomes[name] = error
 
