@@ -384,9 +384,9 @@ class Database:
         when they are gone, maybe after the process).  ``deployapi serve``
         calls it when stopping, before its worker threads, which hold the
         connections, end.  Only while a storage fault lasts: otherwise SQLite's
-        own checkpoint at the last close does this, and with a statement run
-        here on a worker's connection the -wal was seen to stay behind after
-        some clean stops.
+        own checkpoint at the last close does this, and a statement run here
+        on a worker's connection can leave the -wal behind at a clean stop
+        (which tests/e2e/test_serve.py requires to leave only the file).
         """
         if self.storage.fault is None:
             return
@@ -400,10 +400,10 @@ class Database:
 
     def _fold_wal_back(self) -> None:
         # SQLite copies the WAL into the file and removes it when the last
-        # connection closes, if that close gets the file to itself.  Worker
-        # threads that end together close their connections together, and then
-        # no close is the last: the WAL stayed after 1-3 of 6 clean stops.  One
-        # more connection, closed after theirs, is the last.
+        # connection closes, if that close gets the file to itself; a close
+        # that meets another connection still open (a worker thread ending
+        # late, another process) does not.  One more connection, closed after
+        # all of this process's, is the last.
         with contextlib.suppress(sqlite3.Error):
             # mode=rw: never create a file that is gone by now; timeout=0: never
             # hold up a shutdown for another process.
