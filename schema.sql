@@ -1,4 +1,4 @@
--- deployapi schema, version 6 (deployapi/repository/schema.py: SCHEMA_VERSION).
+-- deployapi schema, version 7 (deployapi/repository/schema.py: SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository/schema.py: migrate), so every statement
@@ -24,7 +24,16 @@ CREATE TABLE IF NOT EXISTS deployments (
     -- RFC 3339 UTC with microseconds and a trailing Z: fixed width, so text
     -- order is time order and the listing can sort and seek on it directly.
     created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL
+    updated_at    TEXT NOT NULL,
+    -- Review policies (version 7; added at the end, where ALTER TABLE puts
+    -- them in an upgraded database).  How many distinct approvals the
+    -- deployment needs, fixed at creation by its environment's policy; the
+    -- approvals so far, in order ([{"actor", "note", "created_at"}], the
+    -- approved events' own fields); the digest of the policy it was created
+    -- under (NULL before policies existed).
+    required_approvals INTEGER NOT NULL DEFAULT 1 CHECK (required_approvals BETWEEN 0 AND 10),
+    approvals     TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(approvals) AND json_type(approvals) = 'array'),
+    policy_digest TEXT
 );
 
 -- The listing (newest first, ties broken by id) with any combination of the
@@ -79,6 +88,10 @@ CREATE TABLE IF NOT EXISTS deployment_events (
     -- a created event its deployment's creation content: one chain across all
     -- events in id order (deployapi/chain.py; version 3, content since 4).
     hash          TEXT,
+    -- Facts particular to the event, a JSON object or NULL, and the digest of
+    -- the policy in force when it was written (version 7; NULL before).
+    details       TEXT CHECK (details IS NULL OR (json_valid(details) AND json_type(details) = 'object')),
+    policy_digest TEXT,
     UNIQUE (deployment_id, sequence)
 );
 
@@ -103,11 +116,13 @@ BEGIN
 END;
 
 -- What was requested never changes after creation: the columns of the
--- creation content (lifecycle.CREATE_FIELDS), the id and created_at.  Only
--- status, review metadata and updated_at move, with an event each.  (The
--- created event's hash covers the content too, for whoever drops this.)
+-- creation content (lifecycle.CREATE_FIELDS), the id, created_at, and the
+-- policy it was created under.  Only status, review metadata, approvals and
+-- updated_at move, with an event each.  (The created event's hash covers the
+-- content too, for whoever drops this.)
 CREATE TRIGGER IF NOT EXISTS deployments_creation_is_fixed
-BEFORE UPDATE OF id, service, environment, version, requester, work_refs, risk, rollback_plan, created_at
+BEFORE UPDATE OF id, service, environment, version, requester, work_refs, risk, rollback_plan, created_at,
+    required_approvals, policy_digest
 ON deployments
 BEGIN
     SELECT RAISE(ABORT, 'what a deployment requested is fixed at creation: UPDATE of it is not allowed');

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import handlers, lifecycle, logs
+from .config_file import load_config
 from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
+from .policy import Policy, default_policy
 from .repository import Repository, utc_now
 
 Handler = Callable[..., Response]
@@ -35,6 +38,7 @@ HANDLERS: dict[str, Handler] = {
     "list_environments": handlers.list_environments,
     "dora_metrics": handlers.dora_metrics,
     "event_head": handlers.event_head,
+    "get_policy": handlers.get_policy,
 }
 
 # Where IdentityHeader leaves the reason a header named nobody.
@@ -62,6 +66,7 @@ def _url_map() -> Map:
             Rule("/environments", methods=["GET"], endpoint="list_environments"),
             Rule("/metrics/dora", methods=["GET"], endpoint="dora_metrics"),
             Rule("/events/head", methods=["GET"], endpoint="event_head"),
+            Rule("/policy", methods=["GET"], endpoint="get_policy"),
         ],
         merge_slashes=False,
     )
@@ -79,9 +84,9 @@ class DeployAPI:
     Build it with :func:`create_app`, which opens the repository it holds.
     """
 
-    def __init__(self, repository: Repository, production_environments: Collection[str], *,
+    def __init__(self, repository: Repository, policy: Policy, *,
                  trust_remote_user: bool = False, remote_user_header: str | None = None,
-                 clock: Callable[[], datetime] = utc_now):
+                 remote_groups_header: str | None = None, clock: Callable[[], datetime] = utc_now):
         self.repository = repository
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
@@ -89,10 +94,9 @@ class DeployAPI:
         # needs only the path and the method.  The host it is bound to would
         # only appear in a redirect, and no route redirects (none ends in "/").
         self._routes = self.url_map.bind("localhost")
-        self.context = Context(repository=repository,
-                               production_environments=frozenset(production_environments),
+        self.context = Context(repository=repository, policy=policy,
                                openapi=load_openapi(), cursor_key=bytes.fromhex(repository.setting("cursor_key")),
-                               clock=clock, trust_remote_user=trust_remote_user)
+                               clock=clock, trust_remote_user=trust_remote_user, groups_header=remote_groups_header)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -179,9 +183,11 @@ def load_openapi() -> dict:
 def create_app(
     db_path: str | Path,
     *,
-    production_environments: Collection[str] = lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS,
+    production_environments: Collection[str] | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
     trust_remote_user: bool = False,
     remote_user_header: str | None = None,
+    remote_groups_header: str | None = None,
     require_existing: bool = False,
     max_writers: int | None = None,
     clock: Callable[[], datetime] | None = None,
@@ -191,32 +197,47 @@ def create_app(
 
     The file and its schema are created if missing (with a warning logged), or,
     with ``require_existing``, refused.  ``production_environments`` is the set
-    of environments in which a deployment must state its risk.  With
+    of environments in which a deployment must state its risk (default
+    ``production``).  ``config`` is the configuration file (a path, or the
+    document as ``tomllib`` parses it) holding review policies per environment;
+    without one every environment has the v1 rules.  With
     ``trust_remote_user``, the WSGI ``REMOTE_USER`` set by an authenticating
     middleware or proxy is the actor and requester of every write, and requests
     without one are 401; ``remote_user_header`` then names a request header
     that the proxy in front sets, from which the app takes ``REMOTE_USER``
-    itself.  ``max_writers`` bounds the writes in progress or waiting at once;
+    itself, and ``remote_groups_header`` one holding the caller's groups
+    (comma-separated), matched against ``group:NAME`` approvers.
+    ``max_writers`` bounds the writes in progress or waiting at once;
     one more is 503 at once (give it fewer than the server's threads, so that
     waiting writers never hold every thread).  ``clock`` (returning an aware UTC
     datetime) and ``busy_timeout_ms`` replace the repository's defaults, for
     tests.
 
     :raises ValueError: for an empty or invalid set of production environments, or a
-        ``remote_user_header`` without ``trust_remote_user``.
+        ``remote_user_header`` or ``remote_groups_header`` without ``trust_remote_user``.
+    :raises config_file.ConfigFileError: (a ValueError) for a configuration file that cannot be
+        used, naming the file, the key and the problem; nothing is opened or created then.
     :raises repository.DatabaseError: when the file cannot be opened as a database, or is missing
         and ``require_existing`` is set.
     """
-    environments = production_set(production_environments)
+    environments = None if production_environments is None else production_set(production_environments)
     if remote_user_header and not trust_remote_user:
         raise ValueError("remote_user_header only makes sense with trust_remote_user")
+    if remote_groups_header and not trust_remote_user:
+        raise ValueError("remote_groups_header only makes sense with trust_remote_user")
+    # Before the database: a configuration that cannot be used creates nothing.
+    if config is None:
+        policy = default_policy(environments or lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
+    else:
+        policy = load_config(config, production_environments=environments,
+                             groups_available=bool(remote_groups_header)).policy
     clock = clock or utc_now
     # Only what the caller chose: the repository keeps its own default.
     timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
     repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, clock=clock,
                             **timeout)
-    return DeployAPI(repository, environments, trust_remote_user=trust_remote_user,
-                     remote_user_header=remote_user_header, clock=clock)
+    return DeployAPI(repository, policy, trust_remote_user=trust_remote_user,
+                     remote_user_header=remote_user_header, remote_groups_header=remote_groups_header, clock=clock)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

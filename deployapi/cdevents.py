@@ -11,6 +11,14 @@ Pure mapping, no SQL and no HTTP.  The versions below are pinned; see the
 - every other type (``started``, ``failed``, ``cancelled``) -> ``dev.deployapi.deployment.<type>.v1``:
   the CDEvents spec has no type for them, so they are plain CloudEvents of this API's
   own types.  A type added to the lifecycle is exported this way until it is mapped.
+
+Two events of review policies are not what the CDEvents types say, and are
+exported as own types too: a partial approval (an ``approved`` event that
+leaves the deployment ``pending_approval``) closes no approval, so it is
+``dev.deployapi.deployment.partially_approved.v1``; and a ``created`` event of
+a deployment that needs no approval opens none, so it is
+``dev.deployapi.deployment.created.v1``.  The event's ``details`` (the count of
+approvals, a freeze overridden at a start) travel in ``data``.
 """
 
 from __future__ import annotations
@@ -47,6 +55,20 @@ def own_type(event_type: str) -> str:
 
 # Every own type exported today, by event type.
 OWN_TYPES = {t: own_type(t) for t in lifecycle.EVENT_TYPES if t not in CDEVENT_MAPPED}
+# An approval that leaves the review open, and a creation that needs no review.
+PARTIALLY_APPROVED = own_type("partially_approved")
+CREATED_APPROVED = own_type(lifecycle.CREATED)
+
+
+def _own_type_of(event: Event) -> str | None:
+    """This API's own type for ``event``, or None when a CDEvents type says what it is."""
+    if event.type not in CDEVENT_MAPPED:
+        return own_type(event.type)
+    if event.type == lifecycle.APPROVED and event.to_status != lifecycle.APPROVED:
+        return PARTIALLY_APPROVED
+    if event.type == lifecycle.CREATED and event.to_status != lifecycle.PENDING_APPROVAL:
+        return CREATED_APPROVED
+    return None
 
 
 def cloudevent(event: Event, deployment: Deployment, *, first_success: bool, mount: str = "") -> dict[str, Any]:
@@ -68,8 +90,9 @@ def cloudevent(event: Event, deployment: Deployment, *, first_success: bool, mou
     # Unique together with source (the deployment) and the same on every export.
     event_id = str(event.id)
     record = deployapi_record(event, deployment)
-    if event.type not in CDEVENT_MAPPED:
-        return _envelope(event_id, source, own_type(event.type), deployment.id, event.created_at, record)
+    own = _own_type_of(event)
+    if own is not None:
+        return _envelope(event_id, source, own, deployment.id, event.created_at, record)
 
     cdevent_type, subject = _cdevent_subject(event, deployment, source, first_success)
     cdevent = {
@@ -98,7 +121,8 @@ def deployapi_record(event: Event, deployment: Deployment) -> dict[str, Any]:
         "deployment": {
             "id": deployment.id, "service": deployment.service, "environment": deployment.environment,
             "version": deployment.version, "requester": deployment.requester,
-            "work_refs": list(deployment.work_refs),
+            "work_refs": list(deployment.work_refs), "required_approvals": deployment.required_approvals,
+            "policy_digest": deployment.policy_digest,
         },
     }
 
@@ -127,7 +151,7 @@ def _cdevent_subject(event: Event, deployment: Deployment, path: str,
     if event.type == lifecycle.CREATED:
         return APPROVAL_CREATED, _approval(deployment, path, requestor=actor_urn(event.actor))
     if event.type in (lifecycle.APPROVED, lifecycle.REJECTED):
-        # One decision closes the approval: the decision is also its terminal status.
+        # The decision that ends the review closes the approval: it is also its terminal status.
         return APPROVAL_CLOSED, _approval(deployment, path, responder=actor_urn(event.actor),
                                           decision=event.type, status=event.type)
     if event.type == lifecycle.SUCCEEDED:

@@ -4,8 +4,13 @@ Each event's ``hash`` is SHA-256 over a canonical encoding of its own fields
 and the previous event's hash (one chain across every deployment, in id
 order).  A ``created`` event's hash also covers the deployment's creation
 content (service, environment, version, requester, work_refs, risk,
-rollback_plan: ``lifecycle.CREATE_FIELDS``), so rewriting what was approved
-breaks the chain as surely as rewriting the history.  Editing, inserting or
+rollback_plan: ``lifecycle.CREATE_FIELDS``; and since schema version 7 the
+approvals it needs and the digest of the policy it was created under), so
+rewriting what was approved, or the rules it was judged by, breaks the chain
+as surely as rewriting the history.  An event written under a policy (one
+with a ``policy_digest``) is hashed under POLICY_ENCODING, which adds the
+digest and its ``details``; events from before keep the encoding they were
+sealed with.  Editing, inserting or
 deleting anything covered breaks every link after it, unless whoever edits
 also recomputes the rest of the chain, which is why the latest hash is
 published for anchoring elsewhere (``GET /events/head``) and ``deployapi check
@@ -26,6 +31,11 @@ from .lifecycle import Deployment, Event
 GENESIS = "0" * 64
 # Names the encoding, so that no other encoding can be confused with this one.
 ENCODING = "deployapi-event-v2"
+# Events that carry a policy digest or details (schema version 7 on): the
+# encoding above with both added.  Which of the two an event was sealed with
+# follows from the event itself, and the encoding's name is inside the hash,
+# so removing an event's digest to pass it off as an older one breaks its link.
+POLICY_ENCODING = "deployapi-event-v3"
 # The encoding before schema version 4, which did not cover creation content.
 # Kept to verify heads anchored before the upgrade (deployapi check --expect-head)
 # and to read databases not yet upgraded.
@@ -35,8 +45,16 @@ Content = Mapping[str, Any]
 
 
 def creation_content(deployment: Deployment) -> dict[str, Any]:
-    """What a ``created`` event seals of its deployment: every creation field that has a value."""
-    return content_of({field: getattr(deployment, field) for field in lifecycle.CREATE_FIELDS})
+    """What a ``created`` event seals of its deployment: every creation field that has a value.
+
+    With a policy digest, also the approvals it needs and that digest (a
+    deployment created before policies has neither sealed: its
+    ``required_approvals`` is the v1 rule's 1).
+    """
+    fields = {field: getattr(deployment, field) for field in lifecycle.CREATE_FIELDS}
+    if deployment.policy_digest is not None:
+        fields.update(required_approvals=deployment.required_approvals, policy_digest=deployment.policy_digest)
+    return content_of(fields)
 
 
 def content_of(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,11 +79,13 @@ def link_hash(event: Event, event_id: int, previous_hash: str, content: Content 
     ``content`` is the deployment's creation content (:func:`creation_content`)
     for a ``created`` event, and None for every other event.
     """
-    canonical = json.dumps(
-        [ENCODING, event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
-         event.from_status, event.to_status, event.created_at, previous_hash, content],
-        ensure_ascii=False, separators=(",", ":"), sort_keys=True,
-    )
+    fields = [event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
+              event.from_status, event.to_status, event.created_at, previous_hash, content]
+    if event.policy_digest is None and event.details is None:
+        sealed = [ENCODING, *fields]
+    else:
+        sealed = [POLICY_ENCODING, *fields, event.policy_digest, event.details]
+    canonical = json.dumps(sealed, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -46,12 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--production-environments", dest="production_environments", metavar="A,B",
                        help="environments whose deployments must state a risk "
                             "(DEPLOYAPI_PRODUCTION_ENVIRONMENTS; default production)")
+    serve.add_argument("--config", metavar="FILE",
+                       help="TOML file of review policies per environment; refused at start-up when it "
+                            "cannot be used (DEPLOYAPI_CONFIG; default none: the v1 rules everywhere)")
     serve.add_argument("--trust-remote-user", dest="trust_remote_user", action="store_const", const="true",
                        help="record the authenticated user (WSGI REMOTE_USER) as actor and requester; "
                             "401 without one (DEPLOYAPI_TRUST_REMOTE_USER)")
     serve.add_argument("--remote-user-header", dest="remote_user_header", metavar="HEADER",
                        help="with --trust-remote-user: take REMOTE_USER from this header, which the "
                             "authenticating proxy in front must set (DEPLOYAPI_REMOTE_USER_HEADER)")
+    serve.add_argument("--remote-groups-header", dest="remote_groups_header", metavar="HEADER",
+                       help="with --trust-remote-user: the caller's groups, comma-separated, from this header "
+                            "that the proxy sets, for group:NAME approvers (DEPLOYAPI_REMOTE_GROUPS_HEADER)")
     serve.add_argument("--connection-limit", dest="connection_limit", metavar="N",
                        help="open connections at most; more wait to be accepted (DEPLOYAPI_CONNECTION_LIMIT; "
                             "default 100)")

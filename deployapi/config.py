@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import lifecycle, logs
+from . import logs
 from .app import DeployAPI, create_app, production_set
 from .server import Limits
 
@@ -28,11 +28,14 @@ class Settings:
     port: int = 8080
     db: str = "./deployapi.db"
     threads: int = 4
-    production_environments: frozenset[str] = frozenset(lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
+    # None: not set, so the default (production), or the configuration file, decides.
+    production_environments: frozenset[str] | None = None
+    config: str | None = None
     log_level: str = "info"
     log_format: str = "text"
     trust_remote_user: bool = False
     remote_user_header: str | None = None
+    remote_groups_header: str | None = None
     require_existing: bool = False
     connection_limit: int = Limits.connection_limit
     channel_timeout: int = Limits.channel_timeout
@@ -45,10 +48,12 @@ ENVIRONMENT_VARIABLES = {
     "db": "DEPLOYAPI_DB",
     "threads": "DEPLOYAPI_THREADS",
     "production_environments": "DEPLOYAPI_PRODUCTION_ENVIRONMENTS",
+    "config": "DEPLOYAPI_CONFIG",
     "log_level": "DEPLOYAPI_LOG_LEVEL",
     "log_format": "DEPLOYAPI_LOG_FORMAT",
     "trust_remote_user": "DEPLOYAPI_TRUST_REMOTE_USER",
     "remote_user_header": "DEPLOYAPI_REMOTE_USER_HEADER",
+    "remote_groups_header": "DEPLOYAPI_REMOTE_GROUPS_HEADER",
     "require_existing": "DEPLOYAPI_REQUIRE_EXISTING",
     "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
     "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
@@ -74,6 +79,8 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
         values["host"] = raw["host"][0]
     if "db" in raw:
         values["db"] = raw["db"][0]
+    if "config" in raw:
+        values["config"] = raw["config"][0]
     if "port" in raw:
         values["port"] = _integer(*raw["port"], low=0, high=65535)
     if "threads" in raw:
@@ -91,13 +98,14 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
     for name in ("trust_remote_user", "require_existing"):
         if name in raw:
             values[name] = _boolean(*raw[name])
-    if "remote_user_header" in raw:
-        text, source = raw["remote_user_header"]
-        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
-            raise ConfigError(f"{source}: {text!r} is not an HTTP header name")
-        values["remote_user_header"] = text
-    if values.get("remote_user_header") and not values.get("trust_remote_user"):
-        raise ConfigError("--remote-user-header only makes sense with --trust-remote-user")
+    for name in ("remote_user_header", "remote_groups_header"):
+        if name in raw:
+            text, source = raw[name]
+            if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", text):
+                raise ConfigError(f"{source}: {text!r} is not an HTTP header name")
+            values[name] = text
+            if not values.get("trust_remote_user"):
+                raise ConfigError(f"{source} only makes sense with --trust-remote-user")
     if "production_environments" in raw:
         text, source = raw["production_environments"]
         try:
@@ -124,8 +132,9 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
     if configure_logging:
         logs.configure(settings.log_level, settings.log_format)
     return create_app(settings.db, production_environments=settings.production_environments,
-                      trust_remote_user=settings.trust_remote_user,
+                      config=settings.config, trust_remote_user=settings.trust_remote_user,
                       remote_user_header=settings.remote_user_header,
+                      remote_groups_header=settings.remote_groups_header,
                       require_existing=settings.require_existing, max_writers=max_writers)
 
 

@@ -22,7 +22,16 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Response
 
 from .encoding import json_text
-from .lifecycle import ActorMismatch, InvalidTransition, SelfApproval, ValidationFailed
+from .lifecycle import (
+    ActorMismatch,
+    DeployFreeze,
+    DuplicateApproval,
+    EnvironmentBusy,
+    InvalidTransition,
+    NotAnApprover,
+    SelfApproval,
+    ValidationFailed,
+)
 from .repository import DatabaseBusy, DeploymentNotFound
 from .storage import StorageFault
 
@@ -152,6 +161,11 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
     InvalidTransition: ErrorKind(409, "invalid_transition", "Invalid transition",
                                  extra=lambda e: {"current_status": e.current_status, "action": e.action}),
     SelfApproval: ErrorKind(403, "self_approval", "Self-approval"),
+    NotAnApprover: ErrorKind(403, "not_an_approver", "Not an approver"),
+    DuplicateApproval: ErrorKind(403, "duplicate_approval", "Duplicate approval"),
+    DeployFreeze: ErrorKind(409, "deploy_freeze", "Deploy freeze", extra=lambda e: {"freeze": e.freeze.document()}),
+    EnvironmentBusy: ErrorKind(409, "environment_busy", "Environment busy",
+                               extra=lambda e: {"blocking_deployment_id": e.blocking_deployment_id}),
     ActorMismatch: ErrorKind(403, "actor_mismatch", "Actor mismatch"),
     DatabaseBusy: ErrorKind(503, "database_busy", "Database busy",
                             detail=lambda e: "the database is busy with other writes; retry shortly",

@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
 from .encoding import json_text
 from .lifecycle import Deployment, Event
+from .policy import Policy
 from .repository import Repository, WriteTransaction
 from .storage import StorageFault
 
@@ -28,13 +29,16 @@ class Context:
     """What every handler may use: the repository, the clock and the start-up configuration."""
 
     repository: Repository
-    production_environments: frozenset[str]
+    # The review policy every write is judged by (a default one without a configuration file).
+    policy: Policy
     openapi: dict[str, Any]
     # The key that signs listing cursors, kept in the database so that cursors survive restarts.
     cursor_key: bytes
     # The clock the repository stamps writes with: "now" for the default DORA window.
     clock: Callable[[], datetime]
     trust_remote_user: bool = False
+    # The request header holding the trusted caller's groups, if one is read.
+    groups_header: str | None = None
 
 
 # --- handlers ------------------------------------------------------------------
@@ -44,13 +48,13 @@ def create_deployment(request: Request, ctx: Context) -> Response:
     """POST /deployments: validate the body, record the deployment and its created event; 201 with Location."""
     payload = read_json_object(request)
     caller = identity(request, ctx)
-    new = lifecycle.validate_new_deployment(payload, ctx.production_environments, identity=caller)
+    new = lifecycle.validate_new_deployment(payload, ctx.policy, identity=caller)
 
     def render(deployment: Deployment) -> Response:
         location = f"{request.script_root}/deployments/{deployment.id}"
         return json_response(deployment_json(deployment), 201, headers={"Location": location})
 
-    return write_once(request, ctx, payload, caller, lambda tx: tx.create_deployment(new), render)
+    return write_once(request, ctx, payload, caller, lambda tx: tx.create_deployment(new, ctx.policy), render)
 
 
 def list_deployments(request: Request, ctx: Context) -> Response:
@@ -85,13 +89,19 @@ def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -
 def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action: str) -> Response:
     """POST /deployments/{id}/{action}: apply a lifecycle action and append its event; the updated deployment."""
     # The contract's check order: body (400/413/415/422), then existence (404),
-    # then transition (409), then self-approval (403).  Validation happens here,
-    # before the repository looks the deployment up.
+    # then transition (409), then policy (409), then identity (403).
+    # Validation happens here, before the repository looks the deployment up.
     payload = read_json_object(request)
     caller = identity(request, ctx)
-    action_request = lifecycle.validate_action(action, payload, identity=caller)
-    return write_once(request, ctx, payload, caller, lambda tx: tx.apply_action(deployment_id, action_request),
+    action_request = lifecycle.validate_action(action, payload, identity=caller, groups=caller_groups(request, ctx))
+    return write_once(request, ctx, payload, caller,
+                      lambda tx: tx.apply_action(deployment_id, action_request, ctx.policy),
                       lambda deployment: json_response(deployment_json(deployment)))
+
+
+def get_policy(request: Request, ctx: Context) -> Response:
+    """GET /policy: the review policy in force, every key filled in, and its digest."""
+    return json_response(ctx.policy.document())
 
 
 def event_head(request: Request, ctx: Context) -> Response:
@@ -181,6 +191,23 @@ def identity(request: Request, ctx: Context) -> str | None:
     if not ctx.trust_remote_user:
         return None
     return lifecycle.clean_identity(request.environ.get("REMOTE_USER"))
+
+
+def caller_groups(request: Request, ctx: Context) -> frozenset[str]:
+    """The trusted caller's groups, from the groups header the server reads (none without one).
+
+    Comma-separated, as oauth2-proxy's X-Forwarded-Groups; each trimmed, blanks
+    dropped.  Only read under trusted identity (app.create_app refuses the header otherwise).
+    """
+    if ctx.groups_header is None:
+        return frozenset()
+    raw = request.headers.get(ctx.groups_header, "")
+    try:
+        # WSGI hands header bytes over as Latin-1 text; proxies send UTF-8.
+        text = raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise errors.unauthenticated(f"the {ctx.groups_header} header is not valid UTF-8") from None
+    return frozenset(group.strip() for group in text.split(",") if group.strip())
 
 
 # --- request parsing ----------------------------------------------------------------
@@ -352,6 +379,9 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
         "requester": d.requester, "work_refs": list(d.work_refs), "risk": d.risk,
         "rollback_plan": d.rollback_plan, "status": d.status, "reviewed_by": d.reviewed_by,
         "reviewed_at": d.reviewed_at, "created_at": d.created_at, "updated_at": d.updated_at,
+        "required_approvals": d.required_approvals,
+        "approvals": [{"actor": a.actor, "note": a.note, "created_at": a.created_at} for a in d.approvals],
+        "policy_digest": d.policy_digest,
     }
 
 
@@ -361,4 +391,5 @@ def event_json(e: Event) -> dict[str, Any]:
         "id": e.id, "deployment_id": e.deployment_id, "sequence": e.sequence, "type": e.type,
         "actor": e.actor, "note": e.note, "from_status": e.from_status,
         "to_status": e.to_status, "created_at": e.created_at, "hash": e.hash,
+        "details": e.details, "policy_digest": e.policy_digest,
     }

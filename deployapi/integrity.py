@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import chain, lifecycle
-from .repository import EVENTS_WITH_CONTENT_SQL, SCHEMA_VERSION, event_with_content, schema_sql, split_statements
+from .repository import (
+    POLICY_COLUMNS_SINCE,
+    SCHEMA_VERSION,
+    event_with_content,
+    events_with_content_sql,
+    schema_sql,
+    split_statements,
+)
 
 # How many offending ids a report lists per check.
 SHOWN_IDS = 20
@@ -29,6 +36,9 @@ SHOWN_IDS = 20
 # does not yet (the server adds them when it upgrades the file): name -> version.
 ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4,
             "deployment_event_scopes": 5, "deployment_steps": 5, "deployment_events_derive": 5}
+# Triggers whose text schema.sql changed since they were added: an older
+# database keeps its own text (present is what counts) until the upgrade.
+CHANGED_IN = {"deployments_creation_is_fixed": 7}
 # The read tables derived from each event, and the views that define their rows (schema.sql).
 DERIVED = {"deployment_event_scopes": "deployment_event_scope_rows", "deployment_steps": "deployment_step_rows"}
 # The hash chain exists from schema version 3 on.
@@ -97,26 +107,35 @@ class Report:
 
 
 def _legal_transitions() -> list[tuple[str, str, str]]:
-    return [
+    legal = [
         (from_status, t.event_type, t.to_status)
         for t in lifecycle.TRANSITIONS.values()
         for from_status in sorted(t.from_statuses)
     ]
+    # A partial approval keeps the status (how many approvals a deployment
+    # needs is checked by "approved events move the status at the last approval needed").
+    approve = lifecycle.TRANSITIONS["approve"]
+    legal += [(from_status, approve.event_type, from_status) for from_status in sorted(approve.from_statuses)]
+    return legal
 
+
+# The approvals a deployment needs: its column from schema version 7, the v1 rule's 1 before.
+_REQUIRED = "{required_approvals}"
 
 # name -> (query returning the offending deployment ids, its parameters).  Each
 # is a plain read of schema.sql's tables, with lifecycle.py's statuses and event
 # types bound as parameters; "legal" is its transition table, supplied as a
-# common table expression (whose parameters come first).
+# common table expression (whose parameters come first).  Legality depends on
+# the policy each deployment recorded: how many approvals it needs.
 DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "every deployment has its created event": ("""
+    "every deployment has its created event": (f"""
         SELECT d.id FROM deployments d
         WHERE NOT EXISTS (
             SELECT 1 FROM deployment_events e
             WHERE e.deployment_id = d.id AND e.sequence = 1 AND e.type = ?
-              AND e.from_status IS NULL AND e.to_status = ?
+              AND e.from_status IS NULL AND e.to_status = CASE WHEN {_REQUIRED} = 0 THEN ? ELSE ? END
               AND e.actor = d.requester AND e.created_at = d.created_at)
-        ORDER BY d.id""", (lifecycle.CREATED, lifecycle.PENDING_APPROVAL)),
+        ORDER BY d.id""", (lifecycle.CREATED, lifecycle.APPROVED, lifecycle.PENDING_APPROVAL)),
     "event sequences are 1..n without gaps": ("""
         SELECT deployment_id FROM deployment_events
         GROUP BY deployment_id
@@ -128,10 +147,12 @@ DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
         WHERE e.sequence = (SELECT max(sequence) FROM deployment_events WHERE deployment_id = d.id)
           AND (e.to_status IS NOT d.status OR e.created_at IS NOT d.updated_at)
         ORDER BY d.id""", ()),
+    # The review event is the one that ended the review (a partial approval does not).
     "reviewed_by and reviewed_at match the review event": (f"""
         SELECT d.id FROM deployments d
         LEFT JOIN deployment_events r ON r.deployment_id = d.id
          AND r.type IN ({", ".join(["?"] * len(lifecycle.REVIEW_EVENT_TYPES))})
+         AND r.to_status IS NOT r.from_status
         WHERE r.actor IS NOT d.reviewed_by OR r.created_at IS NOT d.reviewed_at
         GROUP BY d.id
         ORDER BY d.id""", lifecycle.REVIEW_EVENT_TYPES),
@@ -145,6 +166,15 @@ DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
                                WHERE l.from_status = e.from_status AND l.type = e.type
                                  AND l.to_status = e.to_status)))
         ORDER BY e.deployment_id""", (lifecycle.CREATED,)),
+    "approved events move the status at the last approval needed": (f"""
+        SELECT DISTINCT e.deployment_id FROM deployment_events e
+        JOIN deployments d ON d.id = e.deployment_id
+        WHERE e.type = ?
+          AND e.to_status IS NOT CASE
+              WHEN (SELECT count(*) FROM deployment_events a
+                    WHERE a.deployment_id = e.deployment_id AND a.type = e.type AND a.sequence <= e.sequence)
+                   >= {_REQUIRED} THEN ? ELSE e.from_status END
+        ORDER BY e.deployment_id""", (lifecycle.APPROVED, lifecycle.APPROVED)),
     # Ids are given out one after another inside the writing transaction, so
     # every id from 1 to the last is there; a hole is an event removed.
     "event ids are 1..n without gaps": ("""
@@ -165,6 +195,16 @@ DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
                || ': the events after it were removed'
         FROM sqlite_sequence s
         WHERE s.name = 'deployment_events' AND s.seq > coalesce((SELECT max(id) FROM deployment_events), 0)""", ()),
+}
+# Checks of columns that exist from schema version 7 on.
+POLICY_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "approvals list the approved events": ("""
+        SELECT d.id FROM deployments d
+        WHERE json(d.approvals) IS NOT (
+            SELECT json_group_array(json_object('actor', actor, 'note', note, 'created_at', created_at))
+            FROM (SELECT actor, note, created_at FROM deployment_events
+                  WHERE deployment_id = d.id AND type = ? ORDER BY sequence))
+        ORDER BY d.id""", (lifecycle.APPROVED,)),
 }
 
 
@@ -203,7 +243,12 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
         legal = _legal_transitions()
         legal_cte = ("WITH legal (from_status, type, to_status) AS (VALUES "
                      + ", ".join(["(?, ?, ?)"] * len(legal)) + ") ")
-        for name, (sql, parameters) in DOMAIN_CHECKS.items():
+        checks = dict(DOMAIN_CHECKS)
+        if version >= POLICY_COLUMNS_SINCE:
+            checks.update(POLICY_CHECKS)
+        required = "d.required_approvals" if version >= POLICY_COLUMNS_SINCE else "1"
+        for name, (sql, parameters) in checks.items():
+            sql = sql.replace(_REQUIRED, required)
             if "legal" in sql:
                 results.append(CheckResult(name, _offenders(conn, legal_cte + sql, [*_flatten(legal), *parameters])))
             else:
@@ -259,7 +304,7 @@ def _chain_results(conn: sqlite3.Connection, version: int, anchors: tuple[Anchor
     expected = legacy = stored_before = chain.GENESIS
     last_id = 0
     try:
-        for row in conn.execute(f"{EVENTS_WITH_CONTENT_SQL} ORDER BY e.id"):
+        for row in conn.execute(f"{events_with_content_sql(version)} ORDER BY e.id"):
             event, content = event_with_content(row)
             if legacy_wanted:
                 legacy = chain.legacy_event_hash(event, legacy)
@@ -373,7 +418,10 @@ def _constraint_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection
                 offenders.append(f"table {table} is missing")
             continue
         columns = list(expected.execute(f"PRAGMA table_info({table})"))
-        rules = [*checks.get(table, ()),
+        # A column an older version does not have yet (the upgrade adds it) has no rule to keep.
+        absent = [c[1] for c in columns if c[1] not in present]
+        rules = [*(rule for rule in checks.get(table, ())
+                   if not any(re.search(rf"\b{column}\b", rule[0]) for column in absent)),
                  *((f"NOT NULL {c[1]}", f"{c[1]} IS NULL") for c in columns if c[3] and c[1] in present)]
         if not rules:
             continue
@@ -419,7 +467,7 @@ def _trigger_offenders(conn: sqlite3.Connection, expected: sqlite3.Connection, v
             continue
         if name not in found:
             offenders.append(f"{name} is missing")
-        elif found[name] != sql:
+        elif found[name] != sql and version >= CHANGED_IN.get(name, 0):
             offenders.append(f"{name} differs from schema.sql")
     return tuple(offenders)
 

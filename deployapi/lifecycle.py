@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from . import identities
 from .identities import IdentityRefused
+from .policy import V1_RULES, EnvironmentPolicy, Freeze
+from .timestamps import format_timestamp
 
 PENDING_APPROVAL = "pending_approval"
 APPROVED = "approved"
@@ -95,6 +97,10 @@ MAX_TEXT = 10_000  # risk, rollback_plan and note
 CREATE_FIELDS = ("service", "environment", "version", "requester", "work_refs",
                  "rollback_plan", "risk")
 ACTION_FIELDS = ("actor", "note")
+# The break-glass flag of a start inside a freeze window (docs/api.md, "Review policies").
+OVERRIDE_FREEZE = "override_freeze"
+# The fields each action's body may have beyond ACTION_FIELDS.
+ACTION_EXTRA_FIELDS: Mapping[str, tuple[str, ...]] = {"start": (OVERRIDE_FREEZE,)}
 
 
 # --- errors ---------------------------------------------------------------
@@ -153,6 +159,51 @@ class SelfApproval(DomainError):
         self.actor = actor
 
 
+class NotAnApprover(DomainError):
+    """The environment's policy names who may approve, and the actor is not one of them."""
+
+    def __init__(self, actor: str, environment: str):
+        super().__init__(
+            f"{actor!r} may not approve deployments to {environment!r}: the policy's approvers do not "
+            "include them or a group of theirs (GET /policy lists the approvers)"
+        )
+        self.actor = actor
+
+
+class DuplicateApproval(DomainError):
+    """The actor has approved this deployment already; each approval must come from someone else."""
+
+    def __init__(self, actor: str, required: int):
+        super().__init__(
+            f"{actor!r} has already approved this deployment; it needs {required} approvals "
+            "from different people"
+        )
+        self.actor = actor
+
+
+class DeployFreeze(DomainError):
+    """A start inside a freeze window of the environment's policy, without the override."""
+
+    def __init__(self, freeze: Freeze):
+        reason = f" ({freeze.reason})" if freeze.reason else ""
+        super().__init__(
+            f"starts are frozen{reason} until {freeze.document()['ends_at']}; to start anyway, send "
+            f'"{OVERRIDE_FREEZE}": true with a note saying why'
+        )
+        self.freeze = freeze
+
+
+class EnvironmentBusy(DomainError):
+    """A start on an exclusive environment while another deployment of the service is started there."""
+
+    def __init__(self, service: str, environment: str, blocking_deployment_id: str):
+        super().__init__(
+            f"{environment!r} allows one started deployment of {service!r} at a time, and "
+            f"{blocking_deployment_id} is started; it must succeed, fail or be rolled back first"
+        )
+        self.blocking_deployment_id = blocking_deployment_id
+
+
 # --- values ---------------------------------------------------------------
 
 
@@ -171,11 +222,26 @@ class NewDeployment:
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
-    """A validated lifecycle action: who does it, and why."""
+    """A validated lifecycle action: who does it, and why.
+
+    ``groups`` are the caller's groups from the trusted groups header (empty
+    without one); ``override_freeze`` is a start's break-glass flag.
+    """
 
     action: str
     actor: str
     note: str | None
+    override_freeze: bool = False
+    groups: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One approval of a deployment: who, why, when."""
+
+    actor: str
+    note: str | None
+    created_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +259,11 @@ class Deployment:
     reviewed_at: str | None
     created_at: str
     updated_at: str
+    # Fixed at creation by the environment's policy (1 before policies existed).
+    required_approvals: int = 1
+    approvals: tuple[Approval, ...] = ()
+    # The digest of the policy in force at creation (policy.Policy.digest); None before policies existed.
+    policy_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +283,10 @@ class Event:
     to_status: str
     created_at: str
     hash: str | None = None
+    # Facts particular to this event (an approval's count, an overridden freeze), or None.
+    details: Mapping[str, Any] | None = None
+    # The digest of the policy in force when the event was written; None before policies existed.
+    policy_digest: str | None = None
 
 
 def is_slug(value: str) -> bool:
@@ -219,28 +294,19 @@ def is_slug(value: str) -> bool:
     return _SLUG.fullmatch(value) is not None
 
 
-# --- time -----------------------------------------------------------------
-
-
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z``: the only timestamp form we store."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    # Not strftime("%Y"): it writes years before 1000 with fewer than four
-    # digits, and stored timestamps are compared as text.
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
 # --- creation -------------------------------------------------------------
 
 
 def validate_new_deployment(
     payload: Mapping[str, Any],
-    production_environments: Collection[str] = DEFAULT_PRODUCTION_ENVIRONMENTS,
+    production_environments: Container[str] = DEFAULT_PRODUCTION_ENVIRONMENTS,
     *,
     identity: str | None = None,
 ) -> NewDeployment:
     """Check a decoded creation body against every rule at once.
+
+    ``production_environments`` holds the environments whose deployments must
+    state a risk: a collection of names, or a policy.Policy.
 
     ``identity`` is the authenticated caller, when the server trusts one: it
     becomes the requester, and the body may omit ``requester`` or repeat it.
@@ -271,9 +337,17 @@ def validate_new_deployment(
     )
 
 
-def new_deployment(deployment_id: str, request: NewDeployment, now: datetime) -> tuple[Deployment, Event]:
-    """The deployment a validated request creates, and its ``created`` event."""
+def new_deployment(deployment_id: str, request: NewDeployment, now: datetime, *,
+                   rules: EnvironmentPolicy = V1_RULES,
+                   policy_digest: str | None = None) -> tuple[Deployment, Event]:
+    """The deployment a validated request creates, and its ``created`` event.
+
+    ``rules`` are the policy of the deployment's environment, whose digest is
+    ``policy_digest``: they fix how many approvals it needs, and with none it
+    is created already approved.
+    """
     timestamp = format_timestamp(now)
+    status = APPROVED if rules.required_approvals == 0 else PENDING_APPROVAL
     deployment = Deployment(
         id=deployment_id,
         service=request.service,
@@ -283,16 +357,18 @@ def new_deployment(deployment_id: str, request: NewDeployment, now: datetime) ->
         work_refs=request.work_refs,
         risk=request.risk,
         rollback_plan=request.rollback_plan,
-        status=PENDING_APPROVAL,
+        status=status,
         reviewed_by=None,
         reviewed_at=None,
         created_at=timestamp,
         updated_at=timestamp,
+        required_approvals=rules.required_approvals,
+        policy_digest=policy_digest,
     )
     event = Event(
         id=None, deployment_id=deployment_id, sequence=1, type=CREATED,
-        actor=request.requester, note=None, from_status=None, to_status=PENDING_APPROVAL,
-        created_at=timestamp,
+        actor=request.requester, note=None, from_status=None, to_status=status,
+        created_at=timestamp, policy_digest=policy_digest,
     )
     return deployment, event
 
@@ -300,26 +376,33 @@ def new_deployment(deployment_id: str, request: NewDeployment, now: datetime) ->
 # --- actions --------------------------------------------------------------
 
 
-def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | None = None) -> ActionRequest:
+def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | None = None,
+                    groups: frozenset[str] = frozenset()) -> ActionRequest:
     """Check a decoded action body: ``actor`` always, ``note`` where the action needs one.
 
     ``identity`` is the authenticated caller, when the server trusts one: it
     becomes the actor, and the body may omit ``actor`` or repeat it.
+    ``groups`` are that caller's groups (from the trusted groups header).
+    A start may carry ``override_freeze``; when true, it needs a note.
 
     :raises ValidationFailed: listing every problem found.
     :raises ActorMismatch: the body names someone other than ``identity`` (checked after validation).
     :raises KeyError: for an action that is not in the transition table.
     """
     transition = TRANSITIONS[action]
-    problems = _unknown_fields(payload, ACTION_FIELDS)
+    problems = _unknown_fields(payload, ACTION_FIELDS + ACTION_EXTRA_FIELDS.get(action, ()))
     actor = _optional_name(payload, "actor", problems, optional=identity is not None)
-    note = _text(payload, "note", problems, required=transition.note_required,
-                 required_because=f"{action} needs a note saying why")
+    override_freeze = _boolean(payload, OVERRIDE_FREEZE, problems)
+    because = f"{action} needs a note saying why"
+    if override_freeze and not transition.note_required:
+        because = f"{OVERRIDE_FREEZE} needs a note saying why the freeze is broken"
+    note = _text(payload, "note", problems, required=transition.note_required or override_freeze,
+                 required_because=because)
     if problems:
         raise ValidationFailed(problems)
     if identity is not None:
         actor = _bind_identity("actor", actor, identity)
-    return ActionRequest(action=action, actor=actor, note=note)
+    return ActionRequest(action=action, actor=actor, note=note, override_freeze=override_freeze, groups=groups)
 
 
 def trusted_identity(value: str | None) -> str:
@@ -353,31 +436,75 @@ def _bind_identity(field: str, given: str | None, identity: str) -> str:
 
 
 def apply_action(
-    deployment: Deployment, request: ActionRequest, sequence: int, now: datetime
+    deployment: Deployment, request: ActionRequest, sequence: int, now: datetime, *,
+    rules: EnvironmentPolicy = V1_RULES, policy_digest: str | None = None,
+    blocking_deployment_id: str | None = None,
 ) -> tuple[Deployment, Event]:
     """The deployment after the action, and the event that records it.
 
-    ``sequence`` is the number the new event takes in the deployment's history.
+    ``sequence`` is the number the new event takes in the deployment's
+    history.  ``rules`` are the policy of the deployment's environment now,
+    whose digest is ``policy_digest``; the number of approvals needed was
+    fixed at creation.  ``blocking_deployment_id`` is another deployment of the
+    same service and environment that is started, if there is one (the
+    repository looks it up only for a start on an exclusive environment).
+
+    Checked in the contract's order: the transition, then the policy (freeze,
+    exclusive start), then who acts (self-approval, approvers, a second
+    approval by the same person).
 
     :raises InvalidTransition: the action is not allowed from the current status.
+    :raises DeployFreeze: a start inside a freeze window, without the override.
+    :raises EnvironmentBusy: a start while ``blocking_deployment_id`` is started on an exclusive environment.
     :raises SelfApproval: the requester is approving their own deployment.
+    :raises NotAnApprover: the policy's approvers do not admit the actor.
+    :raises DuplicateApproval: the actor has approved this deployment already.
     """
     transition = TRANSITIONS[request.action]
     if deployment.status not in transition.from_statuses:
         raise InvalidTransition(request.action, deployment.status)
-    if request.action == "approve" and identities.same_person(request.actor, deployment.requester):
-        raise SelfApproval(request.actor)
-
     timestamp = format_timestamp(now)
     changes: dict[str, Any] = {"status": transition.to_status, "updated_at": timestamp}
-    if transition.is_review:
+    details: dict[str, Any] | None = None
+    if request.action == "start":
+        details = _start_details(deployment, request, now, rules, blocking_deployment_id)
+    elif request.action == "approve":
+        approvals = _approvals_after(deployment, request, rules, timestamp)
+        changes["approvals"] = approvals
+        details = {"approvals": len(approvals), "required_approvals": deployment.required_approvals}
+        if len(approvals) < deployment.required_approvals:
+            changes["status"] = deployment.status  # a partial approval: the review goes on
+    if transition.is_review and changes["status"] != deployment.status:
         changes.update(reviewed_by=request.actor, reviewed_at=timestamp)
     event = Event(
         id=None, deployment_id=deployment.id, sequence=sequence, type=transition.event_type,
         actor=request.actor, note=request.note, from_status=deployment.status,
-        to_status=transition.to_status, created_at=timestamp,
+        to_status=changes["status"], created_at=timestamp, details=details, policy_digest=policy_digest,
     )
     return dataclasses.replace(deployment, **changes), event
+
+
+def _start_details(deployment: Deployment, request: ActionRequest, now: datetime, rules: EnvironmentPolicy,
+                   blocking_deployment_id: str | None) -> dict[str, Any] | None:
+    """What a start records beyond the common fields: the freeze it overrode, if any."""
+    freeze = rules.freeze_at(now)
+    if freeze is not None and not request.override_freeze:
+        raise DeployFreeze(freeze)
+    if rules.exclusive and blocking_deployment_id is not None and blocking_deployment_id != deployment.id:
+        raise EnvironmentBusy(deployment.service, deployment.environment, blocking_deployment_id)
+    return {"freeze_overridden": freeze.document()} if freeze is not None else None
+
+
+def _approvals_after(deployment: Deployment, request: ActionRequest, rules: EnvironmentPolicy,
+                     timestamp: str) -> tuple[Approval, ...]:
+    """The deployment's approvals with this one added, if the actor may give it."""
+    if identities.same_person(request.actor, deployment.requester):
+        raise SelfApproval(request.actor)
+    if not rules.admits(request.actor, request.groups):
+        raise NotAnApprover(request.actor, deployment.environment)
+    if any(identities.same_person(request.actor, given.actor) for given in deployment.approvals):
+        raise DuplicateApproval(request.actor, deployment.required_approvals)
+    return (*deployment.approvals, Approval(request.actor, request.note, timestamp))
 
 
 # --- field rules ------------------------------------------------------------
@@ -484,6 +611,16 @@ def _work_refs(payload, problems):
             continue
         ok = False
     return tuple(refs) if ok else None
+
+
+def _boolean(payload, field, problems):
+    value = payload.get(field)
+    if value is None:  # absent or null, as for the other optional fields
+        return False
+    if not isinstance(value, bool):
+        problems.append(FieldProblem(field, f"must be a boolean, not {_json_type(value)}"))
+        return False
+    return value
 
 
 def _text(payload, field, problems, *, required, required_because=""):

@@ -23,16 +23,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import identities
+from .timestamps import format_timestamp
 
 GROUP_PREFIX = "group:"
 MAX_REQUIRED_APPROVALS = 10
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DIGEST_PREFIX = "sha256:"
-
-
-def format_instant(moment: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and a ``Z`` (as lifecycle.format_timestamp, which this module cannot import)."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # --- freeze windows ------------------------------------------------------------------
@@ -51,7 +47,7 @@ class FixedWindow:
         return self.end if self.start <= now < self.end else None
 
     def document(self) -> dict[str, Any]:
-        return {"start": format_instant(self.start), "end": format_instant(self.end), "reason": self.reason}
+        return {"start": format_timestamp(self.start), "end": format_timestamp(self.end), "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +56,11 @@ class WeeklyWindow:
 
     Wall-clock times follow the zone's daylight-saving changes: "fri 18:00" in
     Europe/Berlin is 17:00Z in winter and 16:00Z in summer.  A time that a
-    change skips (02:30 on the spring-forward day) is the moment the clocks
-    pass it (03:30 summer time, zoneinfo's fold=0); a time that a change
-    repeats is its first occurrence.
+    change skips is read with the offset from before the change (zoneinfo's
+    fold=0): 02:30 on the spring-forward day is 03:30 summer time.  A time
+    that a change repeats is its first occurrence.  Whether the window ends
+    the same day or a week later is decided on the wall-clock times, so a
+    skipped hour never makes an occurrence a week longer or shorter.
     """
 
     start_day: int  # 0 = Monday, as date.weekday()
@@ -84,12 +82,13 @@ class WeeklyWindow:
                 break
         else:  # pragma: no cover - a start a week before today is always in the past
             return None
-        # The window runs to the first end after its start (within a week: start and end differ).
+        # The window runs to the first end after its start on the wall clock
+        # (start and end differ, so that is within a week).
         ahead = (self.end_day - self.start_day) % 7
+        if ahead == 0 and self.end_time <= self.start_time:
+            ahead = 7
         end = _instant(start_date + timedelta(days=ahead), self.end_time, zone)
-        if end <= start:
-            end = _instant(start_date + timedelta(days=ahead + 7), self.end_time, zone)
-        return end if now < end else None
+        return end if start <= now < end else None
 
     def document(self) -> dict[str, Any]:
         return {"weekly_start": weekly_text(self.start_day, self.start_time),
@@ -114,15 +113,20 @@ def weekly_text(day: int, wall: time) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Freeze:
-    """A freeze in force: the reason of the window that holds now, and when starts are allowed again."""
+    """A freeze in force: the reason of the window that holds now, and when starts are allowed again.
+
+    ``ends_at`` is None when the windows leave no gap in sight (they chain
+    without end, as windows covering the whole week do).
+    """
 
     reason: str | None
-    ends_at: datetime
+    ends_at: datetime | None
     window: FreezeWindow
 
     def document(self) -> dict[str, Any]:
         """The ``freeze`` member of a 409 deploy_freeze, and of a start's details when overridden."""
-        return {"reason": self.reason, "ends_at": format_instant(self.ends_at), "window": self.window.document()}
+        ends_at = format_timestamp(self.ends_at) if self.ends_at is not None else None
+        return {"reason": self.reason, "ends_at": ends_at, "window": self.window.document()}
 
 
 # Windows that follow one another without a gap freeze as one: ends_at is
@@ -140,9 +144,9 @@ def freeze_at(windows: Collection[FreezeWindow], now: datetime) -> Freeze | None
     for _ in range(_MAX_CHAINED_WINDOWS):
         following = _holding(windows, ends_at)
         if not following:
-            break
+            return Freeze(reason=window.reason, ends_at=ends_at, window=window)
         ends_at = max(end for _, end in following)
-    return Freeze(reason=window.reason, ends_at=ends_at, window=window)
+    return Freeze(reason=window.reason, ends_at=None, window=window)
 
 
 def _holding(windows: Collection[FreezeWindow], moment: datetime) -> list[tuple[FreezeWindow, datetime]]:
@@ -193,6 +197,10 @@ class EnvironmentPolicy:
                 "exclusive": self.exclusive, "freeze": [window.document() for window in self.freeze]}
 
 
+# The rules of an environment without a configuration file: one approval by anyone but the requester.
+V1_RULES = EnvironmentPolicy()
+
+
 @dataclass(frozen=True)
 class Policy:
     """The rules of every environment: its own table's, or the defaults.
@@ -237,5 +245,7 @@ class Policy:
 
 def default_policy(production_environments: Collection[str] = ("production",)) -> Policy:
     """The v1 rules: one approval by anyone but the requester; risk required in ``production_environments``."""
+    if isinstance(production_environments, str):
+        raise TypeError("production_environments is a collection of names, not one string")
     production = EnvironmentPolicy(production=True)
     return Policy(environments={name: production for name in production_environments})

@@ -21,15 +21,26 @@ from ..ids import new_deployment_id
 from ..insights import IN_FLIGHT_SHOWN, DoraMetrics, DoraQuery, EnvironmentsQuery, EnvironmentState, durations
 from ..lifecycle import ActionRequest, Deployment, Event, NewDeployment
 from ..listing import ListQuery, Position
+from ..policy import Policy, default_policy
 from .connections import Clock, Database
 from .insights_sql import DORA_SQL, ENVIRONMENTS_SQL, rows_to_environment_state
 from .pages import feed_sql, listing_sql, scoped_feed_sql
-from .rows import DEPLOYMENT_COLUMNS, DEPLOYMENT_DOCUMENT, EVENT_COLUMNS, row_to_deployment, row_to_event
+from .rows import (
+    DEPLOYMENT_COLUMNS,
+    DEPLOYMENT_DOCUMENT,
+    EVENT_COLUMNS,
+    approvals_json,
+    row_to_deployment,
+    row_to_event,
+)
 
 # Idempotency keys answer replays for at least this long; older ones are
 # pruned a batch at a time by later idempotent writes.
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 IDEMPOTENCY_PRUNE_BATCH = 100
+
+# The rules a write is judged by when its caller names none: those of a server without a configuration file.
+V1_POLICY = default_policy()
 
 
 class DeploymentNotFound(LookupError):
@@ -56,10 +67,10 @@ class Repository(Database):
         with self._write() as conn:
             yield WriteTransaction(conn, self._clock)
 
-    def create_deployment(self, request: NewDeployment) -> Deployment:
-        """Store a new deployment and its ``created`` event in one transaction."""
+    def create_deployment(self, request: NewDeployment, policy: Policy = V1_POLICY) -> Deployment:
+        """Store a new deployment and its ``created`` event in one transaction, under ``policy``."""
         with self.transaction() as tx:
-            return tx.create_deployment(request)
+            return tx.create_deployment(request, policy)
 
     def get_deployment(self, deployment_id: str) -> Deployment:
         """The deployment's current state.
@@ -92,9 +103,7 @@ class Repository(Database):
             try:
                 _fetch_deployment(conn, deployment_id)
                 rows = conn.execute(
-                    "SELECT id, deployment_id, sequence, type, actor, note, from_status,"
-                    " to_status, created_at, hash"
-                    " FROM deployment_events WHERE deployment_id = ? ORDER BY sequence",
+                    f"SELECT {EVENT_COLUMNS} FROM deployment_events e WHERE e.deployment_id = ? ORDER BY e.sequence",
                     (deployment_id,),
                 ).fetchall()
             finally:
@@ -136,15 +145,14 @@ class Repository(Database):
             deploy_duration=durations(seconds["deploy_duration"]),
         )
 
-    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
+    def apply_action(self, deployment_id: str, request: ActionRequest, policy: Policy = V1_POLICY) -> Deployment:
         """Read, check and change the deployment and append its event, all in one transaction.
 
         :raises DeploymentNotFound:
-        :raises lifecycle.InvalidTransition:
-        :raises lifecycle.SelfApproval:
+        :raises lifecycle.DomainError: the action breaks the lifecycle or ``policy`` (see lifecycle.apply_action).
         """
         with self.transaction() as tx:
-            return tx.apply_action(deployment_id, request)
+            return tx.apply_action(deployment_id, request, policy)
 
     def event_head(self) -> Event | None:
         """The latest event, whose hash seals the whole history before it; None when there is none."""
@@ -233,15 +241,17 @@ class WriteTransaction:
         self._conn = conn
         self._clock = clock
 
-    def create_deployment(self, request: NewDeployment) -> Deployment:
+    def create_deployment(self, request: NewDeployment, policy: Policy = V1_POLICY) -> Deployment:
         now = self._clock()
-        deployment, event = lifecycle.new_deployment(new_deployment_id(now), request, now)
+        deployment, event = lifecycle.new_deployment(
+            new_deployment_id(now), request, now, rules=policy.for_environment(request.environment),
+            policy_digest=policy.digest)
         _insert_deployment(self._conn, deployment)
         _append_event(self._conn, event, _chain_head(self._conn), chain.creation_content(deployment))
         return deployment
 
-    def apply_action(self, deployment_id: str, request: ActionRequest) -> Deployment:
-        """:raises DeploymentNotFound, lifecycle.InvalidTransition, lifecycle.SelfApproval:"""
+    def apply_action(self, deployment_id: str, request: ActionRequest, policy: Policy = V1_POLICY) -> Deployment:
+        """:raises DeploymentNotFound, lifecycle.DomainError:"""
         # One statement for everything the action reads: the deployment, its
         # next sequence number and the chain's head.
         row = self._conn.execute(
@@ -251,13 +261,29 @@ class WriteTransaction:
         if row is None:
             raise DeploymentNotFound(deployment_id)
         current, sequence, head = row_to_deployment(row), row[-4], tuple(row[-3:])
-        updated, event = lifecycle.apply_action(current, request, sequence, self._clock())
+        rules = policy.for_environment(current.environment)
+        blocking = None
+        if rules.exclusive and request.action == "start":
+            # Read under this transaction's write lock, so that of concurrent
+            # starts exactly one finds no other deployment started.
+            blocking = self._started_deployment(current.service, current.environment)
+        updated, event = lifecycle.apply_action(current, request, sequence, self._clock(), rules=rules,
+                                                policy_digest=policy.digest, blocking_deployment_id=blocking)
         self._conn.execute(
-            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
-            (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at, deployment_id),
+            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ?, approvals = ?"
+            " WHERE id = ?",
+            (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at,
+             approvals_json(updated.approvals), deployment_id),
         )
         _append_event(self._conn, event, head)
         return updated
+
+    def _started_deployment(self, service: str, environment: str) -> str | None:
+        """A deployment of ``service`` that is started in ``environment``, if any."""
+        row = self._conn.execute(
+            "SELECT id FROM deployments WHERE service = ? AND environment = ? AND status = ? ORDER BY id LIMIT 1",
+            (service, environment, lifecycle.STARTED)).fetchone()
+        return row[0] if row else None
 
     def stored_response(self, caller: str, key: str) -> StoredResponse | None:
         """The response stored under ``caller``'s idempotency key within its retention, if any."""
@@ -318,12 +344,13 @@ def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None
     conn.execute(
         "INSERT INTO deployments (id, service, environment, version, requester,"
         " work_refs, risk, rollback_plan, status, reviewed_by, reviewed_at,"
-        " created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, updated_at, required_approvals, approvals, policy_digest)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (deployment.id, deployment.service, deployment.environment, deployment.version,
          deployment.requester, json.dumps(list(deployment.work_refs)), deployment.risk,
          deployment.rollback_plan, deployment.status, deployment.reviewed_by,
-         deployment.reviewed_at, deployment.created_at, deployment.updated_at),
+         deployment.reviewed_at, deployment.created_at, deployment.updated_at,
+         deployment.required_approvals, approvals_json(deployment.approvals), deployment.policy_digest),
     )
 
 
@@ -344,9 +371,12 @@ def _append_event(conn: sqlite3.Connection, event: Event, head: ChainHead,
     event_id = max(last_id or 0, used or 0) + 1
     conn.execute(
         "INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
-        " from_status, to_status, created_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " from_status, to_status, created_at, hash, details, policy_digest)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (event_id, event.deployment_id, event.sequence, event.type, event.actor, event.note,
          event.from_status, event.to_status, event.created_at,
-         chain.link_hash(event, event_id, last_hash or chain.GENESIS, content)),
+         chain.link_hash(event, event_id, last_hash or chain.GENESIS, content),
+         json.dumps(event.details, ensure_ascii=False) if event.details is not None else None,
+         event.policy_digest),
     )
 

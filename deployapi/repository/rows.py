@@ -10,11 +10,11 @@ import json
 import sqlite3
 
 from .. import chain, lifecycle
-from ..lifecycle import Deployment, Event
+from ..lifecycle import Approval, Deployment, Event
 
 EVENT_COLUMNS = (
     "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at,"
-    " e.hash"
+    " e.hash, e.details, e.policy_digest"
 )
 # The API's JSON object for a deployment (docs/api.md), built by SQLite: reads
 # answer with this text as it comes, with no Python object per row or field
@@ -25,11 +25,12 @@ DEPLOYMENT_DOCUMENT = (
     "json_object('id', id, 'service', service, 'environment', environment, 'version', version,"
     " 'requester', requester, 'work_refs', json(work_refs), 'risk', risk, 'rollback_plan', rollback_plan,"
     " 'status', status, 'reviewed_by', reviewed_by, 'reviewed_at', reviewed_at,"
-    " 'created_at', created_at, 'updated_at', updated_at)"
+    " 'created_at', created_at, 'updated_at', updated_at, 'required_approvals', required_approvals,"
+    " 'approvals', json(approvals), 'policy_digest', policy_digest)"
 )
 DEPLOYMENT_COLUMNS = (
     "id, service, environment, version, requester, work_refs, risk, rollback_plan,"
-    " status, reviewed_by, reviewed_at, created_at, updated_at"
+    " status, reviewed_by, reviewed_at, created_at, updated_at, required_approvals, approvals, policy_digest"
 )
 
 
@@ -44,25 +45,40 @@ def sql_strings(*values: str) -> str:
 
 # Creation fields stored as JSON text rather than as a plain column value.
 _JSON_COLUMNS = frozenset({"work_refs"})
-# Every event in the form the chain hashes it: its fields, and for a created
-# event its deployment's creation columns (NULL for other events).  The column
-# names are the creation fields' names (lifecycle.CREATE_FIELDS).
-EVENTS_WITH_CONTENT_SQL = (
-    "SELECT e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status,"
-    " e.created_at, e.hash, d.id IS NOT NULL AS has_content, "
-    + ", ".join(f"d.{field} AS content_{field}" for field in lifecycle.CREATE_FIELDS)
-    + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id"
-    + f" AND e.type = {sql_strings(lifecycle.CREATED)}"
-)
+# The schema version whose columns record policies (repository/schema.py, migration 7).
+POLICY_COLUMNS_SINCE = 7
+
+
+def events_with_content_sql(version: int) -> str:
+    """Every event in the form the chain hashes it, from a database at schema ``version``.
+
+    Its fields, and for a created event its deployment's creation columns
+    (NULL for other events), named after the creation fields
+    (lifecycle.CREATE_FIELDS).  Before version 7 the policy columns do not
+    exist yet: they read as NULL, which is what they hold after the upgrade.
+    """
+    policy = ("e.details, e.policy_digest, d.required_approvals AS content_required_approvals,"
+              " d.policy_digest AS content_policy_digest" if version >= POLICY_COLUMNS_SINCE else
+              "NULL AS details, NULL AS policy_digest, NULL AS content_required_approvals,"
+              " NULL AS content_policy_digest")
+    return ("SELECT e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status,"
+            f" e.created_at, e.hash, {policy}, d.id IS NOT NULL AS has_content, "
+            + ", ".join(f"d.{field} AS content_{field}" for field in lifecycle.CREATE_FIELDS)
+            + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id"
+            + f" AND e.type = {sql_strings(lifecycle.CREATED)}")
+
+
+EVENTS_WITH_CONTENT_SQL = events_with_content_sql(POLICY_COLUMNS_SINCE)
 
 
 def event_with_content(row: sqlite3.Row) -> tuple[Event, dict | None]:
-    """An event of EVENTS_WITH_CONTENT_SQL and the creation content its hash covers (None if it covers none).
+    """An event of events_with_content_sql and the creation content its hash covers (None if it covers none).
 
     A JSON column that does not parse is sealed as its raw text, so that a
     damaged row fails the chain instead of stopping the reader.
     """
-    event = Event(*(row[i] for i in range(10)))
+    event = Event(*(row[i] for i in range(10)), details=_json_or_text(row["details"]),
+                  policy_digest=row["policy_digest"])
     if event.type != lifecycle.CREATED:
         return event, None
     if not row["has_content"]:
@@ -70,13 +86,20 @@ def event_with_content(row: sqlite3.Row) -> tuple[Event, dict | None]:
     fields = {}
     for field in lifecycle.CREATE_FIELDS:
         value = row[f"content_{field}"]
-        if field in _JSON_COLUMNS and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
-        fields[field] = value
+        fields[field] = _json_or_text(value) if field in _JSON_COLUMNS else value
+    if row["content_policy_digest"] is not None:  # as chain.creation_content seals it
+        fields.update(required_approvals=row["content_required_approvals"],
+                      policy_digest=row["content_policy_digest"])
     return event, chain.content_of(fields)
+
+
+def _json_or_text(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
 
 
 def row_to_deployment(row: sqlite3.Row) -> Deployment:
@@ -87,13 +110,24 @@ def row_to_deployment(row: sqlite3.Row) -> Deployment:
         rollback_plan=row["rollback_plan"], status=row["status"],
         reviewed_by=row["reviewed_by"], reviewed_at=row["reviewed_at"],
         created_at=row["created_at"], updated_at=row["updated_at"],
+        required_approvals=row["required_approvals"],
+        approvals=tuple(Approval(a["actor"], a["note"], a["created_at"]) for a in json.loads(row["approvals"])),
+        policy_digest=row["policy_digest"],
     )
 
 
+def approvals_json(approvals: tuple[Approval, ...]) -> str:
+    """The approvals column's text: the API's ``approvals`` array."""
+    return json.dumps([{"actor": a.actor, "note": a.note, "created_at": a.created_at} for a in approvals],
+                      ensure_ascii=False)
+
+
 def row_to_event(row: sqlite3.Row) -> Event:
+    details = row["details"]
     return Event(
         id=row["id"], deployment_id=row["deployment_id"], sequence=row["sequence"],
         type=row["type"], actor=row["actor"], note=row["note"],
         from_status=row["from_status"], to_status=row["to_status"],
         created_at=row["created_at"], hash=row["hash"],
+        details=json.loads(details) if details is not None else None, policy_digest=row["policy_digest"],
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import chain
 from ..lifecycle import Event
-from .rows import EVENTS_WITH_CONTENT_SQL, event_with_content
+from .rows import event_with_content, events_with_content_sql
 
 
 def schema_sql() -> str:
@@ -35,7 +35,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ def _rechain_with_creation_content(conn: sqlite3.Connection) -> None:
     previous = legacy = chain.GENESIS
     last_id = 0
     while True:
-        batch = conn.execute(f"{EVENTS_WITH_CONTENT_SQL} WHERE e.id > ? ORDER BY e.id LIMIT 10000",
+        # Version 4's columns only: the policy columns come with step 7.
+        batch = conn.execute(f"{events_with_content_sql(4)} WHERE e.id > ? ORDER BY e.id LIMIT 10000",
                              (last_id,)).fetchall()
         if not batch:
             break
@@ -140,7 +141,53 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 6: the status and event type `cancelled` in the CHECK lists of the two
     # tables, which SQLite can only change by rebuilding them.
     Migration(6, rebuild=("deployments", "deployment_events")),
+    # 7: review policies: what each deployment needs and has of approvals, and
+    # the policy digest and details of deployments and events; the fixed-content
+    # trigger covers the new creation columns.
+    Migration(7, ("DROP TRIGGER IF EXISTS deployments_creation_is_fixed",),
+              backfill=lambda conn: _add_policy_columns(conn)),
 )
+
+
+# Version 7's columns, defined at the end of their tables in schema.sql.
+_POLICY_COLUMNS = {"deployments": ("required_approvals", "approvals", "policy_digest"),
+                   "deployment_events": ("details", "policy_digest")}
+
+
+def _add_policy_columns(conn: sqlite3.Connection) -> None:
+    # Only where the table lacks them: a database coming from version 5 or
+    # before has them already, from step 6's rebuild (built from today's
+    # schema.sql).  ADD COLUMN rewrites no row; the new columns take their
+    # defaults, which are the v1 rules (one approval, no policy).
+    schema = schema_sql()
+    for table, columns in _POLICY_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        for name in columns:
+            if name not in present:
+                conn.execute(f'ALTER TABLE "{table}" ADD COLUMN {column_definition(schema, table, name)}')
+    # A deployment approved before policies has its one approval listed, from its approved event.
+    conn.execute(
+        "UPDATE deployments SET approvals = ("
+        "  SELECT json_group_array(json_object('actor', actor, 'note', note, 'created_at', created_at))"
+        "  FROM (SELECT actor, note, created_at FROM deployment_events"
+        "        WHERE deployment_id = deployments.id AND type = 'approved' ORDER BY sequence))"
+        " WHERE id IN (SELECT deployment_id FROM deployment_events WHERE type = 'approved')")
+
+
+def column_definition(schema: str, table: str, column: str) -> str:
+    """The line defining ``column`` in schema.sql's CREATE TABLE of ``table``, for ALTER TABLE ADD COLUMN.
+
+    :raises RuntimeError: when schema.sql does not define it (one column per line).
+    """
+    for statement in split_statements(schema):
+        match = _CREATE_TABLE.search(statement)
+        if match is None or match.group(1) != table:
+            continue
+        for line in statement.splitlines():
+            words = line.split(None, 1)
+            if len(words) == 2 and words[0] == column:
+                return f"{column} {words[1].rstrip().rstrip(',')}"
+    raise RuntimeError(f"schema.sql has no line defining {table}.{column}")
 
 
 class SchemaTooNew(sqlite3.DatabaseError):

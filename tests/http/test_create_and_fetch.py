@@ -7,10 +7,12 @@ import re
 from builders import create_body
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+# The contract's v1 fields, and the v2 additions of review policies.
 DEPLOYMENT_FIELDS = {"id", "service", "environment", "version", "requester", "work_refs", "risk",
-                     "rollback_plan", "status", "reviewed_by", "reviewed_at", "created_at", "updated_at"}
+                     "rollback_plan", "status", "reviewed_by", "reviewed_at", "created_at", "updated_at",
+                     "required_approvals", "approvals", "policy_digest"}
 EVENT_FIELDS = {"id", "deployment_id", "sequence", "type", "actor", "note", "from_status", "to_status",
-                "created_at", "hash"}
+                "created_at", "hash", "details", "policy_digest"}
 
 
 def test_create_answers_201_with_the_deployment_and_its_location(client):
@@ -47,6 +49,7 @@ def test_a_new_deployment_has_one_created_event(client, created):
     assert event | {"id": 0, "hash": ""} == {
         "id": 0, "hash": "", "deployment_id": deployment["id"], "sequence": 1, "type": "created", "actor": "carol",
         "note": None, "from_status": None, "to_status": "pending_approval", "created_at": deployment["created_at"],
+        "details": None, "policy_digest": deployment["policy_digest"],
     }
 
 

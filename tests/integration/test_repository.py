@@ -243,8 +243,9 @@ def test_the_document_sqlite_renders_is_what_deployment_json_renders(repo, text,
         rollback_plan=text, risk=risk, work_refs=(text.strip()[:500], AWKWARD_TEXT)))
     deployment = repo.apply_action(deployment.id, ActionRequest("approve", "ünï 日本", None))
     expected = deployment_json(deployment)
-    document = json.loads(repo.deployment_document(deployment.id), object_pairs_hook=list)
-    assert document == list(expected.items())
+    document = json.loads(repo.deployment_document(deployment.id))
+    assert list(document) == list(expected)
+    assert document == expected
     page = repo.list_deployments(ListQuery(limit=1))
     assert [json.loads(d) for d in page.documents] == [expected]
 

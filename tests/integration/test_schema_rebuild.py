@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_operations import populate
 
+from deployapi import chain
 from deployapi.integrity import check_database
 from deployapi.lifecycle import ActionRequest
 from deployapi.repository import (
@@ -22,8 +23,11 @@ from deployapi.repository import (
     Migration,
     Repository,
     StoredResponse,
+    event_with_content,
+    events_with_content_sql,
     migrate,
     schema_sql,
+    split_statements,
 )
 from deployapi.repository.schema import ForeignKeysViolated
 
@@ -138,6 +142,19 @@ def test_a_table_schema_sql_does_not_define_cannot_be_rebuilt(populated):
 # --- version 5 to 6: cancelled in the CHECK lists ---------------------------------
 
 
+def rechain_as_before_policies(conn: sqlite3.Connection, schema: str) -> None:
+    """Seal the copied events as a version before 7 did: without the policy digest they no longer have."""
+    conn.execute("DROP TRIGGER deployment_events_no_update")
+    conn.row_factory = sqlite3.Row
+    previous = chain.GENESIS
+    for row in conn.execute(f"{events_with_content_sql(5)} ORDER BY e.id").fetchall():
+        event, content = event_with_content(row)
+        previous = chain.event_hash(event, previous, content)
+        conn.execute("UPDATE deployment_events SET hash = ? WHERE id = ?", (previous, event.id))
+    for statement in split_statements(schema):  # the trigger back, as the version had it
+        conn.execute(statement)
+
+
 def version_5_database(tmp_path: Path) -> Path:
     """A version-5 file with a history in every state, an idempotency key and the chain's settings."""
     source = tmp_path / "source.db"
@@ -152,9 +169,13 @@ def version_5_database(tmp_path: Path) -> Path:
     conn.execute("BEGIN IMMEDIATE")
     migrate(conn, SCHEMA_V5, MIGRATIONS[:4], 5)
     conn.execute("ATTACH ? AS source", (str(source),))
-    # In id order, through the version-5 trigger, which derives its own rows.
+    # In id order, through the version-5 trigger, which derives its own rows;
+    # only the columns version 5 has.
     for table in ("deployments", "deployment_events", "idempotency_keys", "settings"):
-        conn.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM source.{table} ORDER BY rowid")
+        columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
+        conn.execute(f"INSERT OR REPLACE INTO main.{table} ({columns}) SELECT {columns} FROM source.{table}"
+                     " ORDER BY rowid")
+    rechain_as_before_policies(conn, SCHEMA_V5)
     conn.execute("COMMIT")
     conn.execute("DETACH source")
     conn.close()
@@ -178,9 +199,12 @@ def test_a_version_5_database_is_upgraded_with_every_row_and_the_chain_kept(tmp_
     repo = Repository(path)
     try:
         after = rows(path)
-        assert after.pop("user_version") == SCHEMA_VERSION == 6
+        assert after.pop("user_version") == SCHEMA_VERSION
         before.pop("user_version")
-        assert after == before
+        # Version 7 adds columns at the end of both tables; the rows are otherwise the same.
+        added = {"deployments": 3, "deployment_events": 2}
+        assert {table: [row[:len(row) - added.get(table, 0)] for row in table_rows]
+                for table, table_rows in after.items()} == before
         [pending_id] = [d[0] for d in after["deployments"] if "pending_approval" in d]
         assert repo.apply_action(pending_id, ActionRequest("cancel", "alice", "superseded")).status == "cancelled"
     finally:

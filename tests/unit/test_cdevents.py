@@ -199,6 +199,7 @@ def test_started_and_failed_are_plain_cloudevents_carrying_the_deployapi_event(e
         "id": DEPLOYMENT.id, "service": "billing-api", "environment": "production",
         "version": "2026.11.26-3f9c2e1", "requester": "alice@example.com",
         "work_refs": ["JIRA-4812", "https://git.example.com/billing/pull/311"],
+        "required_approvals": 1, "policy_digest": None,
     }
 
 
