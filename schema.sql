@@ -164,7 +164,8 @@ CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_environment
 -- The lifecycle steps the DORA metrics count and time (docs/metrics.md), one
 -- row per step and its time, keyed so that a (service, environment, step)
 -- over a window is one range of the primary key, with nothing else to read:
---   approved       at the approval, microseconds since the request
+--   approved       at the approval that completed the review (not a partial one),
+--                  microseconds since the request
 --   started        at the start
 --   succeeded      at the success
 --   finished       at the event that left started, microseconds since the start
@@ -203,7 +204,7 @@ FROM (
     SELECT d.service, d.environment, 'approved' AS step, e.created_at AS at, e.id AS event_id,
         d.created_at AS from_at
     FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
-    WHERE e.type = 'approved'
+    WHERE e.type = 'approved' AND e.to_status = 'approved'
     UNION ALL
     SELECT d.service, d.environment, e.type, e.created_at, e.id, NULL
     FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id

@@ -143,8 +143,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, rebuild=("deployments", "deployment_events")),
     # 7: review policies: what each deployment needs and has of approvals, and
     # the policy digest and details of deployments and events; the fixed-content
-    # trigger covers the new creation columns.
-    Migration(7, ("DROP TRIGGER IF EXISTS deployments_creation_is_fixed",),
+    # trigger covers the new creation columns; the DORA step "approved" is the
+    # approval that completes a review, not a partial one (no older history
+    # has partial approvals, so the derived rows stand).
+    Migration(7, ("DROP TRIGGER IF EXISTS deployments_creation_is_fixed",
+                  "DROP VIEW IF EXISTS deployment_step_rows"),
               backfill=lambda conn: _add_policy_columns(conn)),
 )
 

@@ -80,6 +80,31 @@ def test_every_event_type_maps_to_its_documented_type(event_type, first_success,
     assert export(event_type, first_success=first_success)["type"] == expected
 
 
+def test_a_partial_approval_closes_no_approval_and_is_exported_as_the_projects_own_type():
+    details = {"approvals": 1, "required_approvals": 2}
+    event = export("approved", from_status="pending_approval", to_status="pending_approval", details=details)
+    assert event["type"] == "dev.deployapi.deployment.partially_approved.v1"
+    assert event["data"]["details"] == details
+    final = export("approved", from_status="pending_approval", details={"approvals": 2, "required_approvals": 2})
+    assert final["type"] == "dev.cdevents.approval.closed.0.1.0"
+    assert final["data"]["customData"]["details"] == {"approvals": 2, "required_approvals": 2}
+
+
+def test_a_creation_that_needs_no_approval_opens_none_and_is_exported_as_the_projects_own_type():
+    event = export("created", to_status="approved")
+    assert event["type"] == "dev.deployapi.deployment.created.v1"
+    assert event["data"]["to_status"] == "approved"
+
+
+def test_a_start_that_overrode_a_freeze_carries_the_window_in_its_data():
+    overridden = {"freeze_overridden": {"reason": "holidays", "ends_at": "2026-12-27T00:00:00.000000Z",
+                                        "window": {"start": "2026-12-24T00:00:00.000000Z",
+                                                   "end": "2026-12-27T00:00:00.000000Z", "reason": "holidays"}}}
+    event = export("started", note="hotfix", details=overridden, policy_digest="sha256:" + "0" * 64)
+    assert event["data"]["details"] == overridden
+    assert event["data"]["policy_digest"] == "sha256:" + "0" * 64
+
+
 def test_every_event_type_of_the_lifecycle_has_an_expected_export():
     assert {p.values[0] for p in EXPECTED_TYPES} == set(lifecycle.EVENT_TYPES)
 

@@ -1,14 +1,18 @@
-"""Time the upgrade to schema version 6 (deployments and deployment_events rebuilt) on a large version-5 file.
+"""Time the upgrade of a large version-5 or version-6 file to the current schema version.
 
-Builds a version-5 database from the frozen schema in tests/integration/fixtures
-(N deployments, each created, approved, started and succeeded: 4N events,
-chained under the current encoding, the derived tables filled by the version-5
-trigger as the events go in), then opens it with the current Repository, which
-upgrades it by rebuilding the two tables, and prints how long that took, the
-file and -wal sizes, and what check says after with the version-5 head as an
-anchor (version 6 does not rehash, so the head must be unchanged).
+Builds a database of the older version from its frozen schema in
+tests/integration/fixtures (N deployments, each created, approved, started and
+succeeded: 4N events, chained under the encoding of that version, the derived
+tables filled by its trigger as the events go in), then opens it with the
+current Repository, which upgrades it, and prints how long that took, the file
+and -wal sizes, and what check says after with the old head as an anchor (no
+upgrade since version 4 rehashes, so the head must be unchanged).  From
+version 5 the upgrade rebuilds deployments and deployment_events (version 6);
+from version 6 it adds the policy columns and lists each deployment's approval
+(version 7).
 
-    .venv/bin/python tests/perf/upgrade_v6.py --deployments 1000000 --db /tmp/upgrade-v6.db
+    .venv/bin/python tests/perf/upgrade.py --from-version 5 --deployments 1000000 --db /tmp/upgrade.db
+    .venv/bin/python tests/perf/upgrade.py --from-version 6 --deployments 1000000 --db /tmp/upgrade.db
 """
 
 from __future__ import annotations
@@ -22,20 +26,21 @@ from pathlib import Path
 from deployapi import chain
 from deployapi.integrity import Anchor, check_database
 from deployapi.lifecycle import CREATE_FIELDS, Event
-from deployapi.repository import Repository
+from deployapi.repository import SCHEMA_VERSION, Repository
 
-FIXTURE = Path(__file__).parents[1] / "integration" / "fixtures" / "schema_v5.sql"
+FIXTURES = Path(__file__).parents[1] / "integration" / "fixtures"
 STEPS = (("created", None, "pending_approval", "alice"), ("approved", "pending_approval", "approved", "bob"),
          ("started", "approved", "started", "ci"), ("succeeded", "started", "succeeded", "ci"))
 BATCH = 5_000
 
 
-def build(path: Path, deployments: int) -> Anchor:
+def build(path: Path, deployments: int, version: int) -> Anchor:
     for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
         stale.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB: ten deployment indexes and the derived tables
-    conn.executescript(FIXTURE.read_text())
+    # Versions 5 and 6 have the same columns (6 only widened two CHECK lists).
+    conn.executescript((FIXTURES / f"schema_v{version}.sql").read_text())
     conn.execute("BEGIN")
     previous, event_id = chain.GENESIS, 0
     rows, events = [], []
@@ -59,7 +64,7 @@ def build(path: Path, deployments: int) -> Anchor:
             conn.executemany("INSERT INTO deployment_events VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", events)
             rows, events = [], []
     conn.execute("COMMIT")
-    conn.execute("PRAGMA user_version = 5")
+    conn.execute(f"PRAGMA user_version = {version}")
     scopes, steps = (conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                      for table in ("deployment_event_scopes", "deployment_steps"))
     conn.close()
@@ -98,7 +103,7 @@ def wal_size(path: Path) -> int:
 def report_check(path: Path, anchor: Anchor, label: str) -> bool:
     started = time.perf_counter()
     report = check_database(path, [anchor])
-    print(f"check {label}, with the version-5 head as anchor: {'ok' if report.ok else 'FAILED'} in "
+    print(f"check {label}, with the old head as anchor: {'ok' if report.ok else 'FAILED'} in "
           f"{time.perf_counter() - started:.1f} s")
     if not report.ok:
         print("\n".join(report.lines()))
@@ -107,14 +112,15 @@ def report_check(path: Path, anchor: Anchor, label: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from-version", type=int, choices=(5, 6), default=6)
     parser.add_argument("--deployments", type=int, default=250_000)
-    parser.add_argument("--db", type=Path, default=Path("/tmp/upgrade-v6.db"))
-    parser.add_argument("--check-before", action="store_true", help="also check the version-5 file before the upgrade")
+    parser.add_argument("--db", type=Path, default=Path("/tmp/upgrade.db"))
+    parser.add_argument("--check-before", action="store_true", help="also check the old file before the upgrade")
     args = parser.parse_args()
     started = time.perf_counter()
-    anchor = build(args.db, args.deployments)
+    anchor = build(args.db, args.deployments, args.from_version)
     before = args.db.stat().st_size
-    print(f"built a version-5 file: {args.deployments:,} deployments, {anchor.event_id:,} events, "
+    print(f"built a version-{args.from_version} file: {args.deployments:,} deployments, {anchor.event_id:,} events, "
           f"{mib(before)} in {time.perf_counter() - started:.1f} s")
     ok = report_check(args.db, anchor, "before the upgrade") if args.check_before else True
     watch = WalWatch(Path(f"{args.db}-wal"))
@@ -127,7 +133,7 @@ def main() -> None:
     closed = time.perf_counter() - started
     watch.done.set()
     watch.join()
-    print(f"upgrade to version 6 (Repository start-up): {upgraded:.1f} s; the -wal last grew at "
+    print(f"upgrade from version {args.from_version} to {SCHEMA_VERSION} (Repository start-up): {upgraded:.1f} s; the -wal last grew at "
           f"{watch.last_growth:.1f} s (the commit), peaked at {mib(watch.peak)}, and was "
           f"{mib(after_upgrade_wal)} when start-up returned; Repository.close() done at {closed:.1f} s")
     with sqlite3.connect(args.db) as conn:
