@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,33 @@ def trusting_app(tmp_path):
     app.close()
 
 
+def review_policies(now: datetime) -> dict:
+    """A configuration (as tomllib would parse it) with one environment per policy refusal to provoke."""
+    day = timedelta(days=1)
+    return {"environments": {
+        "approvers-only": {"approvers": ["dana@example.com"]},
+        "two-approvals": {"required_approvals": 2},
+        "frozen": {"freeze": [{"start": (now - day).isoformat(), "end": (now + day).isoformat(),
+                               "reason": "conformance freeze"}]},
+        "exclusive": {"exclusive": True, "required_approvals": 0},
+    }}
+
+
+@pytest.fixture
+def policy_app(tmp_path):
+    """Builds, when first called, an app judged by review_policies (with a freeze around now)."""
+    built = []
+
+    def build():
+        if not built:
+            built.append(create_app(tmp_path / "policy.db", config=review_policies(datetime.now(timezone.utc))))
+        return built[0]
+
+    yield build
+    for app in built:
+        app.close()
+
+
 @pytest.fixture
 def fragile_app(tmp_path):
     """An app that gives up on a locked database after 50 ms instead of 5 s."""
@@ -141,8 +169,10 @@ def fragile_app(tmp_path):
     app.close()
 
 
-def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
+def provoke(method, path, code, *, app, client, monkeypatch, trusting_app, policy_app):
     action = action_of(path)
+    if code in POLICY_REFUSALS:
+        return provoke_policy_refusal(method, path, code, Client(policy_app()))
     if code == "unauthenticated":
         return send(Client(trusting_app), method, path)
     if code == "actor_mismatch":
@@ -206,6 +236,35 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app):
     raise AssertionError(f"no recipe for {code}: add one")
 
 
+POLICY_REFUSALS = ("not_an_approver", "duplicate_approval", "deploy_freeze", "environment_busy")
+
+
+def provoke_policy_refusal(method, path, code, client):
+    """A refusal by one of review_policies' environments."""
+    def deployment_in(environment):
+        response = client.post("/deployments", json=create_body(environment=environment, requester="alice"))
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["id"]
+
+    def act(deployment_id, action, actor="bob"):
+        response = client.post(f"/deployments/{deployment_id}/{action}", json={"actor": actor, "note": "because"})
+        assert response.status_code == 200, response.get_json()
+
+    if code == "not_an_approver":
+        return send(client, method, path, deployment_id=deployment_in("approvers-only"))
+    if code == "duplicate_approval":
+        target = deployment_in("two-approvals")
+        act(target, "approve")  # the first of two: still pending_approval
+        return send(client, method, path, deployment_id=target, json={"actor": " BOB "})
+    if code == "deploy_freeze":
+        target = deployment_in("frozen")
+        act(target, "approve")
+        return send(client, method, path, deployment_id=target)
+    # environment_busy: created approved (no approval needed), one started, another started after it.
+    act(deployment_in("exclusive"), "start")
+    return send(client, method, path, deployment_id=deployment_in("exclusive"))
+
+
 def provoke_database_busy(method, path, *, app, client, monkeypatch):
     if method == "POST":
         # Another connection holds the write lock, as another process would.
@@ -236,10 +295,10 @@ def failing_handler(error, method, path, *, app, monkeypatch):
 
 
 @pytest.mark.parametrize("method, path, status, code", list(documented_errors()))
-def test_every_documented_error_happens_as_documented(fragile_app, trusting_app, monkeypatch, method, path, status,
-                                                     code):
+def test_every_documented_error_happens_as_documented(fragile_app, trusting_app, policy_app, monkeypatch, method, path,
+                                                     status, code):
     client = Client(fragile_app)
     response = provoke(method, path, code, app=fragile_app, client=client, monkeypatch=monkeypatch,
-                       trusting_app=trusting_app)
+                       trusting_app=trusting_app, policy_app=policy_app)
     assert (response.status_code, response.get_json()["code"]) == (status, code), response.get_json()
     assert_as_documented(method, path, response)
