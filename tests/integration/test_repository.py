@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deployapi.handlers import deployment_json
+from deployapi.integrity import check_database
 from deployapi.lifecycle import ActionRequest, InvalidTransition, SelfApproval
 from deployapi.listing import ListQuery, Position
 from deployapi.repository import (
@@ -236,18 +237,20 @@ AWKWARD_TEXT = 'a "quoted" \\ back\\slash\ttab\r\nline ünï 日本 🚀 \u2028 
 @given(text=st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\r\n"),
                     min_size=1, max_size=40).filter(str.strip),
        risk=st.none() | st.just(AWKWARD_TEXT))
-def test_the_document_sqlite_renders_is_what_deployment_json_renders(repo, text, risk):
+def test_the_document_sqlite_renders_is_what_deployment_json_renders(repo, db_path, text, risk):
     # Reads answer with DEPLOYMENT_DOCUMENT, writes with handlers.deployment_json:
     # the same keys in the same order, the same values, whatever the text.
     deployment = repo.create_deployment(new_deployment(
         rollback_plan=text, risk=risk, work_refs=(text.strip()[:500], AWKWARD_TEXT)))
-    deployment = repo.apply_action(deployment.id, ActionRequest("approve", "ünï 日本", None))
+    deployment = repo.apply_action(deployment.id, ActionRequest("approve", "ünï 日本", text))
     expected = deployment_json(deployment)
     document = json.loads(repo.deployment_document(deployment.id))
     assert list(document) == list(expected)
     assert document == expected
     page = repo.list_deployments(ListQuery(limit=1))
     assert [json.loads(d) for d in page.documents] == [expected]
+    # The approvals Python stored are the ones check rebuilds from the events with SQLite's JSON.
+    assert check_database(db_path).ok
 
 
 def test_a_listing_page_says_where_the_next_one_starts(repo):

@@ -133,8 +133,8 @@ def main() -> None:
     closed = time.perf_counter() - started
     watch.done.set()
     watch.join()
-    print(f"upgrade from version {args.from_version} to {SCHEMA_VERSION} (Repository start-up): {upgraded:.1f} s; the -wal last grew at "
-          f"{watch.last_growth:.1f} s (the commit), peaked at {mib(watch.peak)}, and was "
+    print(f"upgrade from version {args.from_version} to {SCHEMA_VERSION} (Repository start-up): {upgraded:.1f} s;"
+          f" the -wal last grew at {watch.last_growth:.1f} s (the commit), peaked at {mib(watch.peak)}, and was "
           f"{mib(after_upgrade_wal)} when start-up returned; Repository.close() done at {closed:.1f} s")
     with sqlite3.connect(args.db) as conn:
         free_pages, page_size = (conn.execute(f"PRAGMA {pragma}").fetchone()[0]
