@@ -11,7 +11,7 @@ import pytest
 from builders import new_deployment
 from test_integrity import edit, head
 from test_operations import populate
-from test_schema_rebuild import rechain_as_before_policies
+from test_schema_rebuild import copy_at_version
 
 from deployapi.integrity import check_database
 from deployapi.lifecycle import ActionRequest, EnvironmentBusy
@@ -124,21 +124,7 @@ def version_6_database(tmp_path: Path) -> Path:
     repo = Repository(source)
     populate(repo)
     repo.close()
-    path = tmp_path / "v6.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    migrate(conn, SCHEMA_V6, MIGRATIONS[:5], 6)
-    conn.execute("ATTACH ? AS source", (str(source),))
-    for table in ("deployments", "deployment_events", "settings"):
-        columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
-        conn.execute(f"INSERT OR REPLACE INTO main.{table} ({columns}) SELECT {columns} FROM source.{table}"
-                     " ORDER BY rowid")
-    rechain_as_before_policies(conn, SCHEMA_V6)
-    conn.execute("COMMIT")
-    conn.execute("DETACH source")
-    conn.close()
-    return path
+    return copy_at_version(source, tmp_path / "v6.db", SCHEMA_V6, 6, ("deployments", "deployment_events", "settings"))
 
 
 def columns(conn: sqlite3.Connection, table: str) -> list[tuple]:

@@ -163,19 +163,27 @@ def version_5_database(tmp_path: Path) -> Path:
     with repo.transaction() as tx:
         tx.store_response("alice", "key-1", StoredResponse("f" * 64, 201, "{}", "/deployments/x"))
     repo.close()
-    path = tmp_path / "v5.db"
+    return copy_at_version(source, tmp_path / "v5.db", SCHEMA_V5, 5,
+                           ("deployments", "deployment_events", "idempotency_keys", "settings"))
+
+
+def copy_at_version(source: Path, path: Path, schema: str, version: int, tables: tuple[str, ...]) -> Path:
+    """A new file at schema ``version`` (its frozen ``schema``) holding the rows of ``source``'s ``tables``.
+
+    The rows go in in id order, through that version's triggers (which derive
+    their own rows), with only the columns the version has, and the chain is
+    sealed again as versions before 7 sealed it.
+    """
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN IMMEDIATE")
-    migrate(conn, SCHEMA_V5, MIGRATIONS[:4], 5)
+    migrate(conn, schema, [m for m in MIGRATIONS if m.version <= version], version)
     conn.execute("ATTACH ? AS source", (str(source),))
-    # In id order, through the version-5 trigger, which derives its own rows;
-    # only the columns version 5 has.
-    for table in ("deployments", "deployment_events", "idempotency_keys", "settings"):
+    for table in tables:
         columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
         conn.execute(f"INSERT OR REPLACE INTO main.{table} ({columns}) SELECT {columns} FROM source.{table}"
                      " ORDER BY rowid")
-    rechain_as_before_policies(conn, SCHEMA_V5)
+    rechain_as_before_policies(conn, schema)
     conn.execute("COMMIT")
     conn.execute("DETACH source")
     conn.close()
