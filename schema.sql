@@ -1,4 +1,4 @@
--- deployapi schema, version 7 (deployapi/repository/schema.py: SCHEMA_VERSION).
+-- deployapi schema, version 8 (deployapi/repository/schema.py: SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository/schema.py: migrate), so every statement
@@ -33,7 +33,18 @@ CREATE TABLE IF NOT EXISTS deployments (
     -- under (NULL before policies existed).
     required_approvals INTEGER NOT NULL DEFAULT 1 CHECK (required_approvals BETWEEN 0 AND 10),
     approvals     TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(approvals) AND json_type(approvals) = 'array'),
-    policy_digest TEXT
+    policy_digest TEXT,
+    -- Pipeline metadata (version 8), all optional and fixed at creation: the
+    -- commit, where it lives, the ref, when it was committed (UTC, as created_at),
+    -- links ([{"rel", "url"}]) and labels ({key: value}); and the version a
+    -- rollback went back to, when it said.
+    commit_sha    TEXT,
+    repository    TEXT,
+    ref           TEXT,
+    committed_at  TEXT,
+    links         TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(links) AND json_type(links) = 'array'),
+    labels        TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(labels) AND json_type(labels) = 'object'),
+    rolled_back_to TEXT
 );
 
 -- The listing (newest first, ties broken by id) with any combination of the
@@ -60,6 +71,20 @@ CREATE INDEX IF NOT EXISTS deployments_by_service_environment_status
     ON deployments (service, environment, status, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS deployments_by_requester
     ON deployments (requester, created_at DESC, id DESC);
+
+-- The listing filters that pick out few deployments (version 8): an exact
+-- version, and a commit by a prefix of its id (a range of this index; only
+-- deployments that name a commit are in it).  The page is the matches sorted,
+-- and the matches are few.  (repository/pages.py: _driver)
+CREATE INDEX IF NOT EXISTS deployments_by_version
+    ON deployments (version, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deployments_by_commit_sha
+    ON deployments (commit_sha, created_at DESC, id DESC) WHERE commit_sha IS NOT NULL;
+-- updated_after / updated_before: the deployments changed in a time range, when
+-- that range holds few (the listing counts them on this index first, and
+-- otherwise reads in listing order and filters: repository/pages.py).
+CREATE INDEX IF NOT EXISTS deployments_by_updated
+    ON deployments (updated_at, id);
 
 -- GET /environments and GET /metrics/dora, pair by pair: the newest success
 -- (status = 'succeeded' ORDER BY updated_at DESC), the newest event of each
@@ -122,7 +147,7 @@ END;
 -- content too, for whoever drops this.)
 CREATE TRIGGER IF NOT EXISTS deployments_creation_is_fixed
 BEFORE UPDATE OF id, service, environment, version, requester, work_refs, risk, rollback_plan, created_at,
-    required_approvals, policy_digest
+    required_approvals, policy_digest, commit_sha, repository, ref, committed_at, links, labels
 ON deployments
 BEGIN
     SELECT RAISE(ABORT, 'what a deployment requested is fixed at creation: UPDATE of it is not allowed');
@@ -167,7 +192,7 @@ CREATE INDEX IF NOT EXISTS deployment_event_scopes_by_environment
 --   approved       at the approval that completed the review (not a partial one),
 --                  microseconds since the request
 --   started        at the start
---   succeeded      at the success
+--   succeeded      at the success, microseconds since the commit (committed_at; NULL without one)
 --   finished       at the event that left started, microseconds since the start
 --   failed         at the failure (a failed event, or a rollback not after one)
 --   failed_change  the same failure, filed at the time its deployment started
@@ -206,7 +231,9 @@ FROM (
     FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
     WHERE e.type = 'approved' AND e.to_status = 'approved'
     UNION ALL
-    SELECT d.service, d.environment, e.type, e.created_at, e.id, NULL
+    -- A success's time since its commit, when the deployment names one: the lead time for changes.
+    SELECT d.service, d.environment, e.type, e.created_at, e.id,
+        CASE WHEN e.type = 'succeeded' THEN d.committed_at END
     FROM deployment_events AS e JOIN deployments AS d ON d.id = e.deployment_id
     WHERE e.type IN ('started', 'succeeded')
     UNION ALL
@@ -234,6 +261,40 @@ BEGIN
     INSERT INTO deployment_steps (service, environment, step, at, event_id, from_at, microseconds)
     SELECT service, environment, step, at, event_id, from_at, microseconds
     FROM deployment_step_rows WHERE event_id = NEW.id AND NEW.type NOT IN ('created', 'rejected');
+END;
+
+-- The work references and labels of each deployment, one row each, keyed in
+-- listing order (newest first by the deployment's created_at, then id), so
+-- that ?work_ref= and ?label= read one range and stop at the page's end
+-- (version 8).  Filled by the trigger below as each deployment is inserted,
+-- from the views that define their rows (and fill them for older deployments
+-- at the upgrade); a deployment's work_refs and labels never change, so the
+-- copies stay true.  A label is stored as "key=value" (keys have no "=").
+CREATE TABLE IF NOT EXISTS deployment_work_refs (
+    work_ref              TEXT NOT NULL,
+    deployment_created_at TEXT NOT NULL,
+    deployment_id         TEXT NOT NULL,
+    PRIMARY KEY (work_ref, deployment_created_at, deployment_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deployment_labels (
+    label                 TEXT NOT NULL,
+    deployment_created_at TEXT NOT NULL,
+    deployment_id         TEXT NOT NULL,
+    PRIMARY KEY (label, deployment_created_at, deployment_id)
+) WITHOUT ROWID;
+
+CREATE VIEW IF NOT EXISTS deployment_work_ref_rows (work_ref, deployment_created_at, deployment_id) AS
+SELECT refs.value, d.created_at, d.id FROM deployments AS d, json_each(d.work_refs) AS refs;
+CREATE VIEW IF NOT EXISTS deployment_label_rows (label, deployment_created_at, deployment_id) AS
+SELECT labels.key || '=' || labels.value, d.created_at, d.id FROM deployments AS d, json_each(d.labels) AS labels;
+
+CREATE TRIGGER IF NOT EXISTS deployments_derive
+AFTER INSERT ON deployments
+BEGIN
+    INSERT INTO deployment_work_refs (work_ref, deployment_created_at, deployment_id)
+    SELECT work_ref, deployment_created_at, deployment_id FROM deployment_work_ref_rows WHERE deployment_id = NEW.id;
+    INSERT INTO deployment_labels (label, deployment_created_at, deployment_id)
+    SELECT label, deployment_created_at, deployment_id FROM deployment_label_rows WHERE deployment_id = NEW.id;
 END;
 
 -- Per-database settings the application needs to keep across restarts

@@ -4,8 +4,9 @@ Each event's ``hash`` is SHA-256 over a canonical encoding of its own fields
 and the previous event's hash (one chain across every deployment, in id
 order).  A ``created`` event's hash also covers the deployment's creation
 content (service, environment, version, requester, work_refs, risk,
-rollback_plan: ``lifecycle.CREATE_FIELDS``; and since schema version 7 the
-approvals it needs and the digest of the policy it was created under), so
+rollback_plan, and since schema version 8 the pipeline metadata:
+``lifecycle.CREATE_FIELDS``; since schema version 7 also the approvals it
+needs and the digest of the policy it was created under), so
 rewriting what was approved, or the rules it was judged by, breaks the chain
 as surely as rewriting the history.  An event written under a policy (one
 with a ``policy_digest``) is hashed under POLICY_ENCODING, which adds the
@@ -52,6 +53,8 @@ def creation_content(deployment: Deployment) -> dict[str, Any]:
     ``required_approvals`` is the v1 rule's 1).
     """
     fields = {field: getattr(deployment, field) for field in lifecycle.CREATE_FIELDS}
+    fields["links"] = [{"rel": link.rel, "url": link.url} for link in deployment.links]
+    fields["labels"] = dict(deployment.labels)
     if deployment.policy_digest is not None:
         fields.update(required_approvals=deployment.required_approvals, policy_digest=deployment.policy_digest)
     return content_of(fields)

@@ -48,7 +48,7 @@ def create_deployment(request: Request, ctx: Context) -> Response:
     """POST /deployments: validate the body, record the deployment and its created event; 201 with Location."""
     payload = read_json_object(request)
     caller = identity(request, ctx)
-    new = lifecycle.validate_new_deployment(payload, ctx.policy, identity=caller)
+    new = lifecycle.validate_new_deployment(payload, ctx.policy, identity=caller, now=ctx.clock())
 
     def render(deployment: Deployment) -> Response:
         location = f"{request.script_root}/deployments/{deployment.id}"
@@ -368,6 +368,7 @@ def dora_json(m: insights.DoraMetrics) -> dict[str, Any]:
         "time_to_restore_seconds": {**durations(m.time_to_restore), "unrestored": m.unrestored_failures},
         "approval_lead_time_seconds": durations(m.approval_lead_time),
         "deploy_duration_seconds": durations(m.deploy_duration),
+        "lead_time_for_changes_seconds": durations(m.lead_time_for_changes),
         "counts": {"succeeded": m.succeeded, "started": m.started, "failed_changes": m.failed_changes},
     }
 
@@ -381,7 +382,9 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
         "reviewed_at": d.reviewed_at, "created_at": d.created_at, "updated_at": d.updated_at,
         "required_approvals": d.required_approvals,
         "approvals": [{"actor": a.actor, "note": a.note, "created_at": a.created_at} for a in d.approvals],
-        "policy_digest": d.policy_digest,
+        "policy_digest": d.policy_digest, "commit_sha": d.commit_sha, "repository": d.repository, "ref": d.ref,
+        "committed_at": d.committed_at, "links": [{"rel": link.rel, "url": link.url} for link in d.links],
+        "labels": dict(d.labels), "rolled_back_to": d.rolled_back_to,
     }
 
 

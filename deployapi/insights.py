@@ -180,3 +180,5 @@ class DoraMetrics:
     time_to_restore: Durations
     approval_lead_time: Durations
     deploy_duration: Durations
+    # From each success's commit (committed_at) to the success, for deployments that name one.
+    lead_time_for_changes: Durations

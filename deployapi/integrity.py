@@ -35,12 +35,14 @@ SHOWN_IDS = 20
 # Tables and triggers that schema.sql has but a database of an older version
 # does not yet (the server adds them when it upgrades the file): name -> version.
 ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4,
-            "deployment_event_scopes": 5, "deployment_steps": 5, "deployment_events_derive": 5}
+            "deployment_event_scopes": 5, "deployment_steps": 5, "deployment_events_derive": 5,
+            "deployment_work_refs": 8, "deployment_labels": 8, "deployments_derive": 8}
 # Triggers whose text schema.sql changed since they were added: an older
 # database keeps its own text (present is what counts) until the upgrade.
-CHANGED_IN = {"deployments_creation_is_fixed": 7}
-# The read tables derived from each event, and the views that define their rows (schema.sql).
-DERIVED = {"deployment_event_scopes": "deployment_event_scope_rows", "deployment_steps": "deployment_step_rows"}
+CHANGED_IN = {"deployments_creation_is_fixed": 8}
+# The read tables derived from each event or deployment, and the views that define their rows (schema.sql).
+DERIVED = {"deployment_event_scopes": "deployment_event_scope_rows", "deployment_steps": "deployment_step_rows",
+           "deployment_work_refs": "deployment_work_ref_rows", "deployment_labels": "deployment_label_rows"}
 # The hash chain exists from schema version 3 on.
 CHAIN_SINCE = 3
 _ANCHOR = re.compile(r"([0-9]{1,19}):([0-9a-f]{64})")
@@ -265,11 +267,11 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
 
 
 def _derived_offenders(conn: sqlite3.Connection, version: int) -> tuple[str, ...]:
-    """Rows missing from or extra in deployment_event_scopes and deployment_steps, counted per table."""
-    if version < ADDED_IN["deployment_steps"]:
-        return ()
+    """Rows missing from or extra in each table derived from others (DERIVED), counted per table."""
     offenders: list[str] = []
     for table, view in DERIVED.items():
+        if version < ADDED_IN[table]:
+            continue
         for name, sql in (("missing", f"SELECT * FROM {view} EXCEPT SELECT * FROM {table}"),
                           ("extra", f"SELECT * FROM {table} EXCEPT SELECT * FROM {view}")):
             count = _offenders(conn, f"SELECT count(*) FROM ({sql})")

@@ -16,7 +16,7 @@ from typing import Any
 from . import identities
 from .identities import IdentityRefused
 from .policy import V1_RULES, EnvironmentPolicy, Freeze
-from .timestamps import format_timestamp
+from .timestamps import canonical_timestamp, format_timestamp
 
 PENDING_APPROVAL = "pending_approval"
 APPROVED = "approved"
@@ -94,13 +94,27 @@ MAX_WORK_REFS = 20
 MAX_WORK_REF = 512
 MAX_TEXT = 10_000  # risk, rollback_plan and note
 
+# Where a deployment comes from, all optional (docs/api.md, "Pipeline metadata").
+PIPELINE_FIELDS = ("commit_sha", "repository", "ref", "committed_at", "links", "labels")
 CREATE_FIELDS = ("service", "environment", "version", "requester", "work_refs",
-                 "rollback_plan", "risk")
+                 "rollback_plan", "risk", *PIPELINE_FIELDS)
 ACTION_FIELDS = ("actor", "note")
 # The break-glass flag of a start inside a freeze window (docs/api.md, "Review policies").
 OVERRIDE_FREEZE = "override_freeze"
+# The version a rollback went back to.
+TO_VERSION = "to_version"
 # The fields each action's body may have beyond ACTION_FIELDS.
-ACTION_EXTRA_FIELDS: Mapping[str, tuple[str, ...]] = {"start": (OVERRIDE_FREEZE,)}
+ACTION_EXTRA_FIELDS: Mapping[str, tuple[str, ...]] = {"start": (OVERRIDE_FREEZE,), "rollback": (TO_VERSION,)}
+
+_COMMIT_SHA = re.compile("[0-9a-f]{7,64}")
+MAX_REPOSITORY = 512
+MAX_REF = 256
+MAX_LINKS = 20
+MAX_URL = 2048
+MAX_LABELS = 32
+MAX_LABEL_VALUE = 256
+LABEL_KEY_PATTERN = r"[a-z0-9][a-z0-9._/-]{0,62}"
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
 
 
 # --- errors ---------------------------------------------------------------
@@ -218,6 +232,12 @@ class NewDeployment:
     work_refs: tuple[str, ...]
     rollback_plan: str
     risk: str | None
+    commit_sha: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    committed_at: str | None = None
+    links: tuple[Link, ...] = ()
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +253,15 @@ class ActionRequest:
     note: str | None
     override_freeze: bool = False
     groups: frozenset[str] = frozenset()
+    to_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A link from a deployment to what it came from or concerns (a pipeline run, a dashboard)."""
+
+    rel: str
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +293,14 @@ class Deployment:
     approvals: tuple[Approval, ...] = ()
     # The digest of the policy in force at creation (policy.Policy.digest); None before policies existed.
     policy_digest: str | None = None
+    commit_sha: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    committed_at: str | None = None
+    links: tuple[Link, ...] = ()
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The version a rollback went back to, when it said.
+    rolled_back_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +331,16 @@ def is_slug(value: str) -> bool:
     return _SLUG.fullmatch(value) is not None
 
 
+def is_version(value: str) -> bool:
+    """Whether ``value`` is a valid version: 1-128 characters, no whitespace or control characters."""
+    return 1 <= len(value) <= MAX_VERSION and not _WHITESPACE_OR_CONTROL.search(value)
+
+
+def is_label_key(value: str) -> bool:
+    """Whether ``value`` may be the key of a label."""
+    return _LABEL_KEY.fullmatch(value) is not None
+
+
 # --- creation -------------------------------------------------------------
 
 
@@ -302,8 +349,11 @@ def validate_new_deployment(
     production_environments: Container[str] = DEFAULT_PRODUCTION_ENVIRONMENTS,
     *,
     identity: str | None = None,
+    now: datetime | None = None,
 ) -> NewDeployment:
     """Check a decoded creation body against every rule at once.
+
+    ``now`` bounds ``committed_at``: a commit cannot be later than its deployment.
 
     ``production_environments`` holds the environments whose deployments must
     state a risk: a collection of names, or a policy.Policy.
@@ -326,6 +376,15 @@ def validate_new_deployment(
     in_production = environment is not None and environment in production_environments
     risk = _text(payload, "risk", problems, required=in_production,
                  required_because=f"{environment!r} is a production environment")
+    pipeline = {
+        "commit_sha": _commit_sha(payload, problems),
+        "repository": _bounded(payload, "repository", MAX_REPOSITORY, _WHITESPACE_OR_CONTROL,
+                               "must not contain whitespace or control characters", problems),
+        "ref": _bounded(payload, "ref", MAX_REF, _CONTROL, "must not contain control characters", problems),
+        "committed_at": _committed_at(payload, now, problems),
+        "links": _links(payload, problems),
+        "labels": _labels(payload, problems),
+    }
 
     if problems:
         raise ValidationFailed(problems)
@@ -333,7 +392,7 @@ def validate_new_deployment(
         requester = _bind_identity("requester", requester, identity)
     return NewDeployment(
         service=service, environment=environment, version=version, requester=requester,
-        work_refs=work_refs, rollback_plan=rollback_plan, risk=risk,
+        work_refs=work_refs, rollback_plan=rollback_plan, risk=risk, **pipeline,
     )
 
 
@@ -364,6 +423,8 @@ def new_deployment(deployment_id: str, request: NewDeployment, now: datetime, *,
         updated_at=timestamp,
         required_approvals=rules.required_approvals,
         policy_digest=policy_digest,
+        commit_sha=request.commit_sha, repository=request.repository, ref=request.ref,
+        committed_at=request.committed_at, links=request.links, labels=request.labels,
     )
     event = Event(
         id=None, deployment_id=deployment_id, sequence=1, type=CREATED,
@@ -398,11 +459,13 @@ def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | 
         because = f"{OVERRIDE_FREEZE} needs a note saying why the freeze is broken"
     note = _text(payload, "note", problems, required=transition.note_required or override_freeze,
                  required_because=because)
+    to_version = _version(payload, problems, TO_VERSION, required=False)
     if problems:
         raise ValidationFailed(problems)
     if identity is not None:
         actor = _bind_identity("actor", actor, identity)
-    return ActionRequest(action=action, actor=actor, note=note, override_freeze=override_freeze, groups=groups)
+    return ActionRequest(action=action, actor=actor, note=note, override_freeze=override_freeze, groups=groups,
+                         to_version=to_version)
 
 
 def trusted_identity(value: str | None) -> str:
@@ -474,6 +537,9 @@ def apply_action(
         details = {"approvals": len(approvals), "required_approvals": deployment.required_approvals}
         if len(approvals) < deployment.required_approvals:
             changes["status"] = deployment.status  # a partial approval: the review goes on
+    elif request.action == "rollback" and request.to_version is not None:
+        changes["rolled_back_to"] = request.to_version
+        details = {TO_VERSION: request.to_version}
     if transition.is_review and changes["status"] != deployment.status:
         changes.update(reviewed_by=request.actor, reviewed_at=timestamp)
     event = Event(
@@ -551,17 +617,118 @@ def _slug(payload, field, problems):
     return value
 
 
-def _version(payload, problems):
-    value = _string(payload, "version", problems, required=True)
+def _version(payload, problems, field="version", *, required=True):
+    return _bounded(payload, field, MAX_VERSION, _WHITESPACE_OR_CONTROL,
+                    "must not contain whitespace or control characters", problems, required=required)
+
+
+def _bounded(payload, field, maximum, refused, refused_message, problems, *, required=False):
+    """A string of 1 to ``maximum`` characters in which ``refused`` (a pattern) finds nothing."""
+    value = _string(payload, field, problems, required=required)
     if value is None:
         return None
-    if not 1 <= len(value) <= MAX_VERSION:
-        problems.append(FieldProblem("version", f"must be 1-{MAX_VERSION} characters"))
+    if not 1 <= len(value) <= maximum:
+        problems.append(FieldProblem(field, f"must be 1-{maximum} characters"))
         return None
-    if _WHITESPACE_OR_CONTROL.search(value):
-        problems.append(FieldProblem("version", "must not contain whitespace or control characters"))
+    if refused.search(value):
+        problems.append(FieldProblem(field, refused_message))
+        return None
+    if not value.strip():
+        problems.append(FieldProblem(field, "must not be blank"))
         return None
     return value
+
+
+def _commit_sha(payload, problems):
+    value = _string(payload, "commit_sha", problems, required=False)
+    if value is not None and not _COMMIT_SHA.fullmatch(value):
+        problems.append(FieldProblem("commit_sha", "must be 7-64 lowercase hexadecimal characters (a git commit id)"))
+        return None
+    return value
+
+
+def _committed_at(payload, now, problems):
+    value = _string(payload, "committed_at", problems, required=False)
+    if value is None:
+        return None
+    try:
+        stamp = canonical_timestamp(value)
+    except ValueError as error:
+        problems.append(FieldProblem("committed_at", str(error)))
+        return None
+    if now is not None and stamp > format_timestamp(now):
+        problems.append(FieldProblem("committed_at", "must not be later than now (the deployment's creation)"))
+        return None
+    return stamp
+
+
+def _links(payload, problems):
+    value = payload.get("links")
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(FieldProblem("links", f"must be an array of objects, not {_json_type(value)}"))
+        return ()
+    if len(value) > MAX_LINKS:
+        problems.append(FieldProblem("links", f"must have at most {MAX_LINKS} items"))
+        return ()
+    links: list[Link] = []
+    for index, item in enumerate(value):
+        field = f"links[{index}]"
+        if not isinstance(item, dict):
+            problems.append(FieldProblem(field, f"must be an object with rel and url, not {_json_type(item)}"))
+            continue
+        before = len(problems)
+        problems += [FieldProblem(f"{field}.{p.field}", p.message) for p in _unknown_fields(item, ("rel", "url"))]
+        sub: list[FieldProblem] = []
+        rel = _slug(item, "rel", sub)
+        url = _string(item, "url", sub, required=True)
+        if url is not None and not _is_web_url(url):
+            sub.append(FieldProblem("url", f"must be an http:// or https:// URL of at most {MAX_URL} characters, "
+                                           "without whitespace or control characters"))
+        problems += [FieldProblem(f"{field}.{p.field}", p.message) for p in sub]
+        if len(problems) == before:
+            link = Link(rel, url)
+            if link in links:
+                problems.append(FieldProblem(field, f"duplicates links[{links.index(link)}]"))
+            links.append(link)
+    return tuple(links)
+
+
+def _is_web_url(url: str) -> bool:
+    if len(url) > MAX_URL or _WHITESPACE_OR_CONTROL.search(url):
+        return False
+    scheme, _, rest = url.partition("://")
+    return scheme.lower() in ("http", "https") and bool(rest.split("/", 1)[0])
+
+
+def _labels(payload, problems):
+    value = payload.get("labels")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(FieldProblem("labels", f"must be an object of strings, not {_json_type(value)}"))
+        return {}
+    if len(value) > MAX_LABELS:
+        problems.append(FieldProblem("labels", f"must have at most {MAX_LABELS} entries"))
+        return {}
+    labels: dict[str, str] = {}
+    for key, text in value.items():
+        field = f"labels.{key}"
+        if not _LABEL_KEY.fullmatch(key):
+            problems.append(FieldProblem(field, "the key must be 1-63 characters of lowercase letters, digits, "
+                                                "'.', '_', '/' or '-', starting with a letter or digit"))
+        elif not isinstance(text, str):
+            problems.append(FieldProblem(field, f"must be a string, not {_json_type(text)}"))
+        elif _has_surrogate(text):
+            problems.append(FieldProblem(field, "must be valid Unicode (contains a lone surrogate)"))
+        elif len(text) > MAX_LABEL_VALUE:
+            problems.append(FieldProblem(field, f"must be at most {MAX_LABEL_VALUE} characters"))
+        elif _CONTROL.search(text):
+            problems.append(FieldProblem(field, "must not contain control characters"))
+        else:
+            labels[key] = text
+    return labels
 
 
 def _name(payload, field, problems):

@@ -19,23 +19,23 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
 from . import lifecycle, query
 from .lifecycle import FieldProblem, ValidationFailed
+from .timestamps import canonical_timestamp
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-EQUALITY_FILTERS = ("service", "environment", "status", "requester")
-RANGE_FILTERS = ("created_after", "created_before")
-PARAMETERS = (*EQUALITY_FILTERS, *RANGE_FILTERS, "limit", "cursor")
-
-# [0-9], not \d: in a str pattern \d also matches other scripts' digits ("٢٠٢٦"),
-# which int() accepts but RFC 3339 does not.
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
+EQUALITY_FILTERS = ("service", "environment", "status", "requester", "version")
+RANGE_FILTERS = ("created_after", "created_before", "updated_after", "updated_before")
+# Filters matched otherwise than by equality with a column: one of the
+# deployment's work references, a prefix of its commit, and its labels.
+OTHER_FILTERS = ("work_ref", "commit_sha", "label")
+PARAMETERS = (*EQUALITY_FILTERS, *RANGE_FILTERS, *OTHER_FILTERS, "limit", "cursor")
+# The one parameter that may be given more than once: every label must match.
+REPEATABLE = ("label",)
+MAX_LABEL_FILTERS = 10
+_COMMIT_PREFIX = re.compile("[0-9a-f]{7,64}")
 
 class InvalidCursor(ValueError):
     """The cursor was not produced by this API for this query."""
@@ -57,15 +57,22 @@ class ListQuery:
     environment: str | None = None
     status: str | None = None
     requester: str | None = None
+    version: str | None = None
     created_after: str | None = None  # inclusive, canonical timestamp
     created_before: str | None = None  # exclusive, canonical timestamp
+    updated_after: str | None = None  # inclusive
+    updated_before: str | None = None  # exclusive
+    work_ref: str | None = None
+    commit_sha: str | None = None  # a prefix of the commit id
+    label: tuple[str, ...] = ()  # "key=value" each, sorted
     limit: int = DEFAULT_LIMIT
     after: Position | None = None
 
-    def filters(self) -> dict[str, str]:
+    def filters(self) -> dict[str, object]:
         """The filters that are set: what a cursor is bound to (``limit`` may change between pages)."""
-        names = (*EQUALITY_FILTERS, *RANGE_FILTERS)
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        names = (*EQUALITY_FILTERS, *RANGE_FILTERS, *OTHER_FILTERS)
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name in names if (value := getattr(self, name)) not in (None, ())}
 
 
 def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> ListQuery:
@@ -75,8 +82,30 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
     :raises InvalidCursor: when the parameters are fine but the cursor is not ours.
     """
     problems: list[FieldProblem] = []
-    values = query.single_values(args, PARAMETERS, problems)
+    values = query.single_values({name: given for name, given in args.items() if name not in REPEATABLE},
+                                 PARAMETERS, problems)
     fields: dict[str, object] = query.slugs(values, ("service", "environment"), problems)
+    if "version" in values:
+        version = values["version"]
+        if lifecycle.is_version(version):
+            fields["version"] = version
+        else:
+            problems.append(FieldProblem("version", f"must be 1-{lifecycle.MAX_VERSION} characters without "
+                                                    "whitespace or control characters"))
+    if "work_ref" in values:
+        work_ref = values["work_ref"].strip()
+        if 1 <= len(work_ref) <= lifecycle.MAX_WORK_REF:
+            fields["work_ref"] = work_ref  # stored trimmed, so compared trimmed
+        else:
+            problems.append(FieldProblem("work_ref", f"must be 1-{lifecycle.MAX_WORK_REF} characters"))
+    if "commit_sha" in values:
+        if _COMMIT_PREFIX.fullmatch(values["commit_sha"]):
+            fields["commit_sha"] = values["commit_sha"]
+        else:
+            problems.append(FieldProblem("commit_sha", "must be 7-64 lowercase hexadecimal characters "
+                                                       "(a prefix of the commit id)"))
+    if "label" in args:
+        fields["label"] = _labels(args["label"], problems)
     if "status" in values:
         fields["status"] = query.one_of(values, "status", lifecycle.STATUSES, problems)
     if "requester" in values:
@@ -93,9 +122,9 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
                 fields[name] = canonical_timestamp(values[name])
             except ValueError as error:
                 problems.append(FieldProblem(name, str(error)))
-    if "created_after" in fields and "created_before" in fields \
-            and fields["created_after"] >= fields["created_before"]:
-        problems.append(FieldProblem("created_before", "must be later than created_after"))
+    for low, high in (("created_after", "created_before"), ("updated_after", "updated_before")):
+        if low in fields and high in fields and fields[low] >= fields[high]:
+            problems.append(FieldProblem(high, f"must be later than {low}"))
     if "limit" in values:
         fields["limit"] = query.whole_number(values, "limit", 1, MAX_LIMIT, problems)
     if problems:
@@ -108,40 +137,20 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
     return parsed
 
 
-def canonical_timestamp(text: str) -> str:
-    """An RFC 3339 timestamp in the stored form (UTC, microseconds, ``Z``).
-
-    Fractions finer than a microsecond round up, which keeps both ends of the
-    half-open range exact against stored microsecond timestamps.
-
-    :raises ValueError: when ``text`` is not an RFC 3339 date-time with an offset.
-    """
-    match = _RFC3339.fullmatch(text)
-    if not match:
-        raise ValueError("must be an RFC 3339 date-time with offset, e.g. 2026-11-26T10:15:30Z")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    fraction = fraction or ""
-    micro = int((fraction + "000000")[:6])
-    round_up = any(ch != "0" for ch in fraction[6:])
-    # A leap second (:60) counts as the last microsecond of the minute before.
-    leap = second == "60"
-    try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute),
-                          59 if leap else int(second), 999_999 if leap else micro,
-                          tzinfo=timezone.utc)
-        if offset not in ("Z", "z"):
-            sign = 1 if offset[0] == "+" else -1
-            hours, minutes = int(offset[1:3]), int(offset[4:6])
-            if hours > 23 or minutes > 59:
-                raise ValueError("offset out of range")
-            moment -= sign * timedelta(hours=hours, minutes=minutes)
-        if round_up:
-            moment += timedelta(microseconds=1)
-    except (ValueError, OverflowError):
-        raise ValueError("is not a real date and time") from None
-    if moment.year < 1 or moment.year > 9999:
-        raise ValueError("is not a real date and time")
-    return lifecycle.format_timestamp(moment)
+def _labels(given: Sequence[str], problems: list[FieldProblem]) -> tuple[str, ...]:
+    """``key=value`` filters, each as the deployment_labels table holds it; sorted, so their order does not matter."""
+    if len(given) > MAX_LABEL_FILTERS:
+        problems.append(FieldProblem("label", f"may be given at most {MAX_LABEL_FILTERS} times"))
+        return ()
+    labels: set[str] = set()
+    for text in given:
+        key, equals, value = text.partition("=")
+        if not equals or not lifecycle.is_label_key(key) or len(value) > lifecycle.MAX_LABEL_VALUE:
+            problems.append(FieldProblem("label", f"must be key=value with a label key and a value of at most "
+                                                  f"{lifecycle.MAX_LABEL_VALUE} characters, not {text[:80]!r}"))
+        else:
+            labels.add(text)
+    return tuple(sorted(labels))
 
 
 def encode_cursor(position: Position, filters: Mapping[str, str], key: bytes) -> str:

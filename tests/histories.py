@@ -31,11 +31,12 @@ class Timeline:
         self.clock.now = START + timedelta(minutes=minute)
 
     def request(self, minute: float, version: str = "1.0.0", *, service: str = "billing",
-                environment: str = "production") -> str:
-        """Create a deployment at ``minute``; return its id."""
+                environment: str = "production", committed: float | None = None) -> str:
+        """Create a deployment at ``minute`` (of a commit made at ``committed``, if given); return its id."""
         self.set_now(minute)
         response = self.client.post("/deployments", json=create_body(
-            service=service, environment=environment, version=version, requester="alice"))
+            service=service, environment=environment, version=version, requester="alice",
+            committed_at=at(committed) if committed is not None else None))
         assert response.status_code == 201, response.get_json()
         return response.get_json()["id"]
 
@@ -47,9 +48,10 @@ class Timeline:
         assert response.status_code == 200, response.get_json()
 
     def deploy(self, minute: float, version: str = "1.0.0", *, steps: dict[str, float],
-               service: str = "billing", environment: str = "production") -> str:
+               service: str = "billing", environment: str = "production", committed: float | None = None) -> str:
         """Request at ``minute``, then apply each action at its minute, in order (e.g. approve, start, succeed)."""
-        deployment_id = self.request(minute, version, service=service, environment=environment)
+        deployment_id = self.request(minute, version, service=service, environment=environment,
+                                     committed=committed)
         for action, action_minute in steps.items():
             self.act(deployment_id, action, action_minute)
         return deployment_id

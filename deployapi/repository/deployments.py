@@ -24,12 +24,13 @@ from ..listing import ListQuery, Position
 from ..policy import Policy, default_policy
 from .connections import Clock, Database
 from .insights_sql import DORA_SQL, ENVIRONMENTS_SQL, rows_to_environment_state
-from .pages import feed_sql, listing_sql, scoped_feed_sql
+from .pages import UPDATED_RANGE_PROBE, feed_sql, listing_sql, scoped_feed_sql, updated_range_probe_sql
 from .rows import (
     DEPLOYMENT_COLUMNS,
     DEPLOYMENT_DOCUMENT,
     EVENT_COLUMNS,
     approvals_json,
+    links_json,
     row_to_deployment,
     row_to_event,
 )
@@ -112,9 +113,10 @@ class Repository(Database):
 
     def list_deployments(self, query: ListQuery) -> ListingPage:
         """One page of deployments, newest first, as the API's JSON objects rendered by SQLite."""
-        sql, parameters = listing_sql(query)
         with self._read() as conn:
-            rows = conn.execute(sql, parameters).fetchall()
+            probe = updated_range_probe_sql(query)
+            narrow = probe is not None and conn.execute(*probe).fetchone()[0] < UPDATED_RANGE_PROBE
+            rows = conn.execute(*listing_sql(query, updated_range_is_narrow=narrow)).fetchall()
         page = rows[:query.limit]
         more = len(rows) > query.limit
         return ListingPage([row[2] for row in page], Position(page[-1][0], page[-1][1]) if more else None)
@@ -133,7 +135,7 @@ class Repository(Database):
             values = dict(conn.execute(DORA_SQL, (query.service, query.environment, query.since, query.until)))
         # Integer microseconds in, seconds out: us / 1e6 is the double the SQL's division made.
         seconds = {metric: [us / 1e6 for us in json.loads(values[metric]) if us is not None]
-                   for metric in ("time_to_restore", "approval_lead_time", "deploy_duration")}
+                   for metric in ("time_to_restore", "approval_lead_time", "deploy_duration", "lead_time_for_changes")}
         succeeded, started, failed_changes = values["succeeded"], values["started"], values["failed_changes"]
         return DoraMetrics(
             query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
@@ -143,6 +145,7 @@ class Repository(Database):
             time_to_restore=durations(seconds["time_to_restore"]),
             approval_lead_time=durations(seconds["approval_lead_time"]),
             deploy_duration=durations(seconds["deploy_duration"]),
+            lead_time_for_changes=durations(seconds["lead_time_for_changes"]),
         )
 
     def apply_action(self, deployment_id: str, request: ActionRequest, policy: Policy = V1_POLICY) -> Deployment:
@@ -270,10 +273,10 @@ class WriteTransaction:
         updated, event = lifecycle.apply_action(current, request, sequence, self._clock(), rules=rules,
                                                 policy_digest=policy.digest, blocking_deployment_id=blocking)
         self._conn.execute(
-            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ?, approvals = ?"
-            " WHERE id = ?",
+            "UPDATE deployments SET status = ?, reviewed_by = ?, reviewed_at = ?, updated_at = ?, approvals = ?,"
+            " rolled_back_to = ? WHERE id = ?",
             (updated.status, updated.reviewed_by, updated.reviewed_at, updated.updated_at,
-             approvals_json(updated.approvals), deployment_id),
+             approvals_json(updated.approvals), updated.rolled_back_to, deployment_id),
         )
         _append_event(self._conn, event, head)
         return updated
@@ -344,13 +347,16 @@ def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None
     conn.execute(
         "INSERT INTO deployments (id, service, environment, version, requester,"
         " work_refs, risk, rollback_plan, status, reviewed_by, reviewed_at,"
-        " created_at, updated_at, required_approvals, approvals, policy_digest)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, updated_at, required_approvals, approvals, policy_digest, commit_sha, repository, ref,"
+        " committed_at, links, labels)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (deployment.id, deployment.service, deployment.environment, deployment.version,
          deployment.requester, json.dumps(list(deployment.work_refs)), deployment.risk,
          deployment.rollback_plan, deployment.status, deployment.reviewed_by,
          deployment.reviewed_at, deployment.created_at, deployment.updated_at,
-         deployment.required_approvals, approvals_json(deployment.approvals), deployment.policy_digest),
+         deployment.required_approvals, approvals_json(deployment.approvals), deployment.policy_digest,
+         deployment.commit_sha, deployment.repository, deployment.ref, deployment.committed_at,
+         links_json(deployment.links), json.dumps(dict(deployment.labels), ensure_ascii=False)),
     )
 
 

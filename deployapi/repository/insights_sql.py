@@ -126,7 +126,7 @@ def _seconds_between(start: str, end: str) -> str:
 # The last rows of both DORA statements, whose answers are rows of (metric,
 # value): one row each of the counts `succeeded`, `started` and
 # `failed_changes`; one row each of `time_to_restore` (a null for a failure not
-# restored yet), `approval_lead_time` and `deploy_duration` whose value is a
+# restored yet), `approval_lead_time`, `deploy_duration` and `lead_time_for_changes` whose value is a
 # JSON array of the window's durations in integer microseconds; and
 # `window_days`.  Arrays rather than a row per duration: the sqlite3 module
 # takes the GIL back for every row, and with a few hundred thousand rows a
@@ -175,6 +175,9 @@ UNION ALL SELECT 'time_to_restore', json_group_array({_microseconds_between('fai
 FROM failures
 UNION ALL SELECT 'approval_lead_time', json_group_array(s.microseconds) FROM {_steps_in_window(STEP_APPROVED)}
 UNION ALL SELECT 'deploy_duration', json_group_array(s.microseconds) FROM {_steps_in_window(STEP_FINISHED)}
+-- a success's microseconds run from its commit; without a committed_at they are NULL and not counted
+UNION ALL SELECT 'lead_time_for_changes', json_group_array(s.microseconds) FILTER (WHERE s.microseconds IS NOT NULL)
+FROM {_steps_in_window(STEP_SUCCEEDED)}
 UNION ALL {_WINDOW_DAYS}
 """
 

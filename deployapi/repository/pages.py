@@ -13,10 +13,7 @@ from .rows import DEPLOYMENT_DOCUMENT, EVENT_COLUMNS
 # Every combination of the service, environment and status filters has an index
 # in listing order (see schema.sql).  Naming it with INDEXED BY keeps the plan
 # independent of table statistics: without them SQLite may pick a shorter index
-# and filter row by row.  Any query with requester uses the requester index and
-# checks the other filters row by row: one person's deployments are few next to
-# a service's or a status's (docs/performance.md, "Listing at scale").  The slow
-# case left is a very busy requester (a CI bot) with a rare other filter.
+# and filter row by row.
 _LISTING_INDEXES = {
     frozenset(): "deployments_newest_first",
     frozenset({"service"}): "deployments_by_service",
@@ -27,41 +24,129 @@ _LISTING_INDEXES = {
     frozenset({"environment", "status"}): "deployments_by_environment_status",
     frozenset({"service", "environment", "status"}): "deployments_by_service_environment_status",
 }
+# The filters that pick out few deployments, in the order they are preferred to
+# drive the query (each read from its own index or table; every other filter is
+# then checked row by row on those few): an exact version, a commit prefix, a
+# work reference, a label, a requester.  One person's deployments are few next
+# to a service's; the slow case left is a very busy requester (a CI bot) with a
+# rare other filter (docs/performance.md, "Listing at scale").
+_SELECTIVE = ("version", "commit_sha", "work_ref", "label", "requester")
+# updated_after / updated_before drive the query from deployments_by_updated
+# when they hold fewer deployments than this; more, and the listing reads in
+# listing order and filters, which finds a page among so many quickly.
+UPDATED_RANGE_PROBE = 1000
+# Side tables that hold a filter's rows in listing order (schema.sql, version 8).
+_SIDE_TABLES = {"work_ref": ("deployment_work_refs", "work_ref"), "label": ("deployment_labels", "label")}
 
 
-def listing_sql(query: ListQuery) -> tuple[str, list[object]]:
-    """The statement and parameters of one listing page (``limit + 1`` rows, to tell if more follow)."""
+def listing_sql(query: ListQuery, *, updated_range_is_narrow: bool = False) -> tuple[str, list[object]]:
+    """The statement and parameters of one listing page (``limit + 1`` rows, to tell if more follow).
+
+    ``updated_range_is_narrow``: what :func:`updated_range_probe_sql` found, for a
+    query whose updated range is its only selective filter.
+    """
+    driver = next((name for name in _SELECTIVE if getattr(query, name) not in (None, ())), None)
+    if driver is None and updated_range_is_narrow:
+        driver = "updated"
+    conditions, parameters = _row_conditions(query, driver)
+    if driver in _SIDE_TABLES:
+        table, column = _SIDE_TABLES[driver]
+        value = query.label[0] if driver == "label" else query.work_ref
+        order = ("w.deployment_created_at", "w.deployment_id")
+        source = f"{table} AS w CROSS JOIN deployments AS d ON d.id = w.deployment_id"
+        conditions.insert(0, f"w.{column} = ?")
+        parameters.insert(0, value)
+    else:
+        order = ("d.created_at", "d.id")
+        source = f"deployments AS d INDEXED BY {_deployments_index(query, driver)}"
+    position, position_parameters = _position(query, *order)
+    conditions += position
+    parameters += position_parameters
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (f"SELECT d.created_at, d.id, {DEPLOYMENT_DOCUMENT} FROM {source}{where}"
+           f" ORDER BY {order[0]} DESC, {order[1]} DESC LIMIT ?")
+    return sql, [*parameters, query.limit + 1]
+
+
+def updated_range_probe_sql(query: ListQuery) -> tuple[str, list[object]] | None:
+    """How many deployments the updated range holds, up to UPDATED_RANGE_PROBE: one short range of its index.
+
+    None when the query needs no probe: no updated range, or another filter drives it.
+    """
+    if (query.updated_after is None and query.updated_before is None) \
+            or any(getattr(query, name) not in (None, ()) for name in _SELECTIVE):
+        return None
+    conditions, parameters = _updated_range(query)
+    return (f"SELECT count(*) FROM (SELECT 1 FROM deployments AS d INDEXED BY deployments_by_updated"
+            f" WHERE {' AND '.join(conditions)} LIMIT ?)", [*parameters, UPDATED_RANGE_PROBE])
+
+
+def _deployments_index(query: ListQuery, driver: str | None) -> str:
+    if driver is not None:
+        return {"version": "deployments_by_version", "commit_sha": "deployments_by_commit_sha",
+                "requester": "deployments_by_requester", "updated": "deployments_by_updated"}[driver]
+    return _LISTING_INDEXES[frozenset(c for c in ("service", "environment", "status") if getattr(query, c))]
+
+
+def _row_conditions(query: ListQuery, driver: str | None) -> tuple[list[str], list[object]]:
+    """Every filter but the driving one's own table, as conditions on the deployment ``d``."""
     conditions: list[str] = []
     parameters: list[object] = []
     # Column names come from this fixed tuple, never from the request.
     for column in EQUALITY_FILTERS:
         value = getattr(query, column)
         if value is not None:
-            conditions.append(f"{column} = ?")
+            conditions.append(f"d.{column} = ?")
             parameters.append(value)
+    if query.commit_sha is not None:
+        # Commit ids are lowercase hexadecimal: "g" sorts after every one with this prefix.
+        conditions.append("d.commit_sha >= ? AND d.commit_sha < ?")
+        parameters += [query.commit_sha, query.commit_sha + "g"]
+    updated, updated_parameters = _updated_range(query)
+    conditions += updated
+    parameters += updated_parameters
+    if query.work_ref is not None and driver != "work_ref":
+        conditions.append("EXISTS (SELECT 1 FROM deployment_work_refs AS x WHERE x.work_ref = ?"
+                          " AND x.deployment_created_at = d.created_at AND x.deployment_id = d.id)")
+        parameters.append(query.work_ref)
+    for label in query.label[1:] if driver == "label" else query.label:
+        conditions.append("EXISTS (SELECT 1 FROM deployment_labels AS x WHERE x.label = ?"
+                          " AND x.deployment_created_at = d.created_at AND x.deployment_id = d.id)")
+        parameters.append(label)
+    return conditions, parameters
+
+
+def _updated_range(query: ListQuery) -> tuple[list[str], list[object]]:
+    conditions: list[str] = []
+    parameters: list[object] = []
+    if query.updated_after is not None:
+        conditions.append("d.updated_at >= ?")
+        parameters.append(query.updated_after)
+    if query.updated_before is not None:
+        conditions.append("d.updated_at < ?")
+        parameters.append(query.updated_before)
+    return conditions, parameters
+
+
+def _position(query: ListQuery, created_at: str, deployment_id: str) -> tuple[list[str], list[object]]:
+    """The created range and the cursor, on the driving table's listing-order columns."""
+    conditions: list[str] = []
+    parameters: list[object] = []
     if query.created_after is not None:
-        conditions.append("created_at >= ?")
+        conditions.append(f"{created_at} >= ?")
         parameters.append(query.created_after)
+    # A deployment is updated no earlier than it was created, so updated_before
+    # bounds created_at too: a scan in listing order starts below it.
+    upper = min((bound for bound in (query.created_before, query.updated_before) if bound is not None), default=None)
     if query.after is not None:
         # A cursor is only ever issued for a position inside the range, so
         # it is a tighter upper bound than created_before.
-        conditions.append("(created_at, id) < (?, ?)")
+        conditions.append(f"({created_at}, {deployment_id}) < (?, ?)")
         parameters += [query.after.created_at, query.after.deployment_id]
-    elif query.created_before is not None:
-        conditions.append("created_at < ?")
-        parameters.append(query.created_before)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = (f"SELECT created_at, id, {DEPLOYMENT_DOCUMENT} FROM deployments INDEXED BY {_listing_index(query)}"
-           f"{where}"
-           " ORDER BY created_at DESC, id DESC LIMIT ?")
-    return sql, [*parameters, query.limit + 1]
-
-
-def _listing_index(query: ListQuery) -> str:
-    indexed = frozenset(c for c in ("service", "environment", "status") if getattr(query, c) is not None)
-    if query.requester is not None:
-        return "deployments_by_requester"
-    return _LISTING_INDEXES[indexed]
+    elif upper is not None:
+        conditions.append(f"{created_at} < ?")
+        parameters.append(upper)
+    return conditions, parameters
 
 
 def feed_sql(after: int, limit: int, event_type: str | None) -> tuple[str, list[object]]:

@@ -10,7 +10,7 @@ import json
 import sqlite3
 
 from .. import chain, lifecycle
-from ..lifecycle import Approval, Deployment, Event
+from ..lifecycle import Approval, Deployment, Event, Link
 
 EVENT_COLUMNS = (
     "e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status, e.created_at,"
@@ -26,11 +26,14 @@ DEPLOYMENT_DOCUMENT = (
     " 'requester', requester, 'work_refs', json(work_refs), 'risk', risk, 'rollback_plan', rollback_plan,"
     " 'status', status, 'reviewed_by', reviewed_by, 'reviewed_at', reviewed_at,"
     " 'created_at', created_at, 'updated_at', updated_at, 'required_approvals', required_approvals,"
-    " 'approvals', json(approvals), 'policy_digest', policy_digest)"
+    " 'approvals', json(approvals), 'policy_digest', policy_digest, 'commit_sha', commit_sha,"
+    " 'repository', repository, 'ref', ref, 'committed_at', committed_at, 'links', json(links),"
+    " 'labels', json(labels), 'rolled_back_to', rolled_back_to)"
 )
 DEPLOYMENT_COLUMNS = (
     "id, service, environment, version, requester, work_refs, risk, rollback_plan,"
-    " status, reviewed_by, reviewed_at, created_at, updated_at, required_approvals, approvals, policy_digest"
+    " status, reviewed_by, reviewed_at, created_at, updated_at, required_approvals, approvals, policy_digest,"
+    " commit_sha, repository, ref, committed_at, links, labels, rolled_back_to"
 )
 
 
@@ -44,9 +47,11 @@ def sql_strings(*values: str) -> str:
 
 
 # Creation fields stored as JSON text rather than as a plain column value.
-_JSON_COLUMNS = frozenset({"work_refs"})
+_JSON_COLUMNS = frozenset({"work_refs", "links", "labels"})
 # The schema version whose columns record policies (repository/schema.py, migration 7).
 POLICY_COLUMNS_SINCE = 7
+# The schema version whose deployments have the pipeline metadata (migration 8).
+PIPELINE_COLUMNS_SINCE = 8
 
 
 def events_with_content_sql(version: int) -> str:
@@ -61,14 +66,19 @@ def events_with_content_sql(version: int) -> str:
               " d.policy_digest AS content_policy_digest" if version >= POLICY_COLUMNS_SINCE else
               "NULL AS details, NULL AS policy_digest, NULL AS content_required_approvals,"
               " NULL AS content_policy_digest")
+    def creation_column(field: str) -> str:
+        if field in lifecycle.PIPELINE_FIELDS and version < PIPELINE_COLUMNS_SINCE:
+            return f"NULL AS content_{field}"
+        return f"d.{field} AS content_{field}"
+
     return ("SELECT e.id, e.deployment_id, e.sequence, e.type, e.actor, e.note, e.from_status, e.to_status,"
             f" e.created_at, e.hash, {policy}, d.id IS NOT NULL AS has_content, "
-            + ", ".join(f"d.{field} AS content_{field}" for field in lifecycle.CREATE_FIELDS)
+            + ", ".join(creation_column(field) for field in lifecycle.CREATE_FIELDS)
             + " FROM deployment_events e LEFT JOIN deployments d ON d.id = e.deployment_id"
             + f" AND e.type = {sql_strings(lifecycle.CREATED)}")
 
 
-EVENTS_WITH_CONTENT_SQL = events_with_content_sql(POLICY_COLUMNS_SINCE)
+EVENTS_WITH_CONTENT_SQL = events_with_content_sql(PIPELINE_COLUMNS_SINCE)
 
 
 def event_with_content(row: sqlite3.Row) -> tuple[Event, dict | None]:
@@ -112,8 +122,16 @@ def row_to_deployment(row: sqlite3.Row) -> Deployment:
         created_at=row["created_at"], updated_at=row["updated_at"],
         required_approvals=row["required_approvals"],
         approvals=tuple(Approval(a["actor"], a["note"], a["created_at"]) for a in json.loads(row["approvals"])),
-        policy_digest=row["policy_digest"],
+        policy_digest=row["policy_digest"], commit_sha=row["commit_sha"], repository=row["repository"],
+        ref=row["ref"], committed_at=row["committed_at"],
+        links=tuple(Link(link["rel"], link["url"]) for link in json.loads(row["links"])),
+        labels=json.loads(row["labels"]), rolled_back_to=row["rolled_back_to"],
     )
+
+
+def links_json(links: tuple[Link, ...]) -> str:
+    """The links column's text: the API's ``links`` array."""
+    return json.dumps([{"rel": link.rel, "url": link.url} for link in links], ensure_ascii=False)
 
 
 def approvals_json(approvals: tuple[Approval, ...]) -> str:

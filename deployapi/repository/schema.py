@@ -35,7 +35,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -149,25 +149,41 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, ("DROP TRIGGER IF EXISTS deployments_creation_is_fixed",
                   "DROP VIEW IF EXISTS deployment_step_rows"),
               backfill=lambda conn: _add_policy_columns(conn)),
+    # 8: pipeline metadata on deployments and the version a rollback went back
+    # to; the work references and labels in tables of their own for the
+    # listing's filters, filled for the deployments so far; the DORA step
+    # "succeeded" carries the time since the commit (older deployments name none,
+    # so the derived rows stand).
+    Migration(8, ("DROP TRIGGER IF EXISTS deployments_creation_is_fixed",
+                  "DROP VIEW IF EXISTS deployment_step_rows"),
+              backfill=lambda conn: _add_columns(conn, _PIPELINE_COLUMNS),
+              after_schema=lambda conn: backfill_listing_rows(conn)),
 )
 
 
 # Version 7's columns, defined at the end of their tables in schema.sql.
 _POLICY_COLUMNS = {"deployments": ("required_approvals", "approvals", "policy_digest"),
                    "deployment_events": ("details", "policy_digest")}
+# Version 8's.
+_PIPELINE_COLUMNS = {"deployments": ("commit_sha", "repository", "ref", "committed_at", "links", "labels",
+                                     "rolled_back_to")}
 
 
-def _add_policy_columns(conn: sqlite3.Connection) -> None:
+def _add_columns(conn: sqlite3.Connection, added: dict[str, tuple[str, ...]]) -> None:
     # Only where the table lacks them: a database coming from version 5 or
     # before has them already, from step 6's rebuild (built from today's
     # schema.sql).  ADD COLUMN rewrites no row; the new columns take their
-    # defaults, which are the v1 rules (one approval, no policy).
+    # defaults, which say what older rows had: nothing.
     schema = schema_sql()
-    for table, columns in _POLICY_COLUMNS.items():
+    for table, columns in added.items():
         present = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
         for name in columns:
             if name not in present:
                 conn.execute(f'ALTER TABLE "{table}" ADD COLUMN {column_definition(schema, table, name)}')
+
+
+def _add_policy_columns(conn: sqlite3.Connection) -> None:
+    _add_columns(conn, _POLICY_COLUMNS)
     # A deployment approved before policies has its one approval listed, from its approved event.
     conn.execute(
         "UPDATE deployments SET approvals = ("
@@ -308,6 +324,18 @@ def split_statements(script: str) -> list[str]:
     if leftover:
         raise ValueError(f"incomplete SQL statement at the end of the schema: {leftover[0]!r}")
     return statements
+
+
+def backfill_listing_rows(conn: sqlite3.Connection) -> None:
+    """Give deployment_work_refs and deployment_labels the deployments inserted before their trigger existed.
+
+    Migration 8 runs it, once schema.sql has created the tables, the views and
+    the trigger; rows already there are skipped.
+    """
+    conn.execute("INSERT OR IGNORE INTO deployment_work_refs (work_ref, deployment_created_at, deployment_id)"
+                 " SELECT work_ref, deployment_created_at, deployment_id FROM deployment_work_ref_rows")
+    conn.execute("INSERT OR IGNORE INTO deployment_labels (label, deployment_created_at, deployment_id)"
+                 " SELECT label, deployment_created_at, deployment_id FROM deployment_label_rows")
 
 
 def backfill_derived_rows(conn: sqlite3.Connection) -> None:

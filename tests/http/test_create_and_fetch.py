@@ -10,7 +10,8 @@ TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 # The contract's v1 fields, and the v2 additions of review policies.
 DEPLOYMENT_FIELDS = {"id", "service", "environment", "version", "requester", "work_refs", "risk",
                      "rollback_plan", "status", "reviewed_by", "reviewed_at", "created_at", "updated_at",
-                     "required_approvals", "approvals", "policy_digest"}
+                     "required_approvals", "approvals", "policy_digest", "commit_sha", "repository", "ref",
+                     "committed_at", "links", "labels", "rolled_back_to"}
 EVENT_FIELDS = {"id", "deployment_id", "sequence", "type", "actor", "note", "from_status", "to_status",
                 "created_at", "hash", "details", "policy_digest"}
 

@@ -40,12 +40,14 @@ def known_history(timeline: Timeline) -> Timeline:
     | d5         | production | 300       | 320      | 330     | still running                   |
     | d6         | production | 2800      | 2850     | 2870    | failed 2875, never restored     |
     | s1         | staging    | 0         | 1        | 2       | succeeded 3                     |
+
+    d1 was committed at -120, d2 at 0, d3 at 0 and d4 at 200; the others name no commit.
     """
-    timeline.deploy(-60, "1.0.0", steps=shipped(-30, 10, 20))
-    timeline.deploy(30, "1.1.0", steps={"approve": 40, "start": 50, "fail": 55})
-    d3 = timeline.deploy(60, "1.2.0", steps=shipped(90, 100, 115))
+    timeline.deploy(-60, "1.0.0", steps=shipped(-30, 10, 20), committed=-120)
+    timeline.deploy(30, "1.1.0", steps={"approve": 40, "start": 50, "fail": 55}, committed=0)
+    d3 = timeline.deploy(60, "1.2.0", steps=shipped(90, 100, 115), committed=0)
     timeline.act(d3, "rollback", 200)
-    timeline.deploy(210, "1.3.0", steps=shipped(215, 220, 245))
+    timeline.deploy(210, "1.3.0", steps=shipped(215, 220, 245), committed=200)
     timeline.deploy(300, "1.4.0", steps={"approve": 320, "start": 330})
     timeline.deploy(2800, "1.5.0", steps={"approve": 2850, "start": 2870, "fail": 2875})
     timeline.deploy(0, "2.0.0", environment="staging", steps=shipped(1, 2, 3))
@@ -70,6 +72,8 @@ def test_every_metric_of_a_known_history(history):
         "approval_lead_time_seconds": {"median": 600.0, "p90": 3000.0, "count": 6},
         # d1 10, d2 5, d3 15, d4 25, d6 5, s1 1 minutes; d5 has not finished.
         "deploy_duration_seconds": {"median": 300.0, "p90": 1500.0, "count": 6},
+        # Commit to success: d4 45, d3 115, d1 140 minutes; d2 failed, s1 names no commit.
+        "lead_time_for_changes_seconds": {"median": 6900.0, "p90": 8400.0, "count": 3},
         "counts": {"succeeded": 4, "started": 7, "failed_changes": 3},
     }
 
@@ -113,6 +117,7 @@ def test_an_empty_window_has_zero_frequency_and_no_rates_or_durations(history):
         "time_to_restore_seconds": {"median": None, "p90": None, "count": 0, "unrestored": 0},
         "approval_lead_time_seconds": {"median": None, "p90": None, "count": 0},
         "deploy_duration_seconds": {"median": None, "p90": None, "count": 0},
+        "lead_time_for_changes_seconds": {"median": None, "p90": None, "count": 0},
         "counts": {"succeeded": 0, "started": 0, "failed_changes": 0},
     }
 

@@ -227,8 +227,11 @@ def interleaved_history(repo: Repository, rng: random.Random, count: int) -> Non
     with repo.transaction() as tx:
         while created < count or pending:
             if created < count and (not pending or rng.random() < 0.4):
+                # Half of them name a commit, made at some moment before the history starts.
+                committed = rng.choice([None, f"2026-11-{rng.randint(1, 25):02d}T0{rng.randint(0, 9)}:00:00."
+                                              f"{rng.randint(0, 999999):06d}Z"])
                 deployment = tx.create_deployment(new_deployment(
-                    service=rng.choice(SERVICES), environment=rng.choice(ENVIRONMENTS)))
+                    service=rng.choice(SERVICES), environment=rng.choice(ENVIRONMENTS), committed_at=committed))
                 pending.append((deployment.id, list(rng.choice(list(PATHS.values())))))
                 created += 1
                 continue
@@ -250,7 +253,7 @@ def answer_values(rows) -> dict[str, object]:
     return {metric: Counter(json.loads(value)) if metric in DURATIONS else value for metric, value in rows}
 
 
-DURATIONS = ("time_to_restore", "approval_lead_time", "deploy_duration")
+DURATIONS = ("time_to_restore", "approval_lead_time", "deploy_duration", "lead_time_for_changes")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -401,7 +404,7 @@ WITH RECURSIVE
 parameters (service, environment, since, until) AS (VALUES (?, ?, ?, ?)),
 {insights_sql._SCOPE_CTE},
 touched AS (
-    SELECT d.id, d.service, d.environment
+    SELECT d.id, d.service, d.environment, d.committed_at
     FROM scope CROSS JOIN parameters
     CROSS JOIN deployments AS d INDEXED BY deployments_by_service_environment_status_updated
     WHERE d.service = scope.service AND d.environment = scope.environment
@@ -411,7 +414,7 @@ touched AS (
 -- One row per deployment: when each step happened (each happens at most once).
 -- Stored timestamps are fixed-width UTC, so text order is time order.
 lifecycles AS (
-    SELECT touched.service, touched.environment,
+    SELECT touched.service, touched.environment, touched.committed_at,
         max(CASE WHEN e.type = 'created' THEN e.created_at END) AS created_at,
         max(CASE WHEN e.type = 'approved' THEN e.created_at END) AS approved_at,
         max(CASE WHEN e.type = 'started' THEN e.created_at END) AS started_at,
@@ -449,6 +452,8 @@ UNION ALL SELECT 'approval_lead_time', json_group_array({_microseconds_between('
 FROM lifecycles, parameters WHERE approved_at >= since AND approved_at < until
 UNION ALL SELECT 'deploy_duration', json_group_array({_microseconds_between('started_at', 'finished_at')})
 FROM lifecycles, parameters WHERE finished_at >= since AND finished_at < until
+UNION ALL SELECT 'lead_time_for_changes', json_group_array({_microseconds_between('committed_at', 'succeeded_at')})
+FROM lifecycles, parameters WHERE succeeded_at >= since AND succeeded_at < until AND committed_at IS NOT NULL
 UNION ALL {insights_sql._WINDOW_DAYS}
 """
 

@@ -124,7 +124,8 @@ def test_missing_triggers_fail_the_check(db_path, repo):
                                                "deployment_events_no_delete is missing",
                                                "deployments_no_delete is missing",
                                                "deployments_creation_is_fixed is missing",
-                                               "deployment_events_derive is missing"}
+                                               "deployment_events_derive is missing",
+                                               "deployments_derive is missing"}
 
 
 # --- truncation, a lost -wal, a stale copy ----------------------------------------------
@@ -151,7 +152,7 @@ def test_a_truncated_tail_with_the_counter_fixed_is_caught_by_the_anchor(db_path
     # when the end of a -wal is lost; the counter put back to match.
     edit(db_path, "DELETE FROM deployment_events WHERE id > 6", f"DELETE FROM deployments WHERE id = '{ids[-1]}'",
          "DELETE FROM deployment_event_scopes WHERE event_id > 6", "DELETE FROM deployment_steps WHERE event_id > 6",
-         "UPDATE sqlite_sequence SET seq = 6")
+         f"DELETE FROM deployment_work_refs WHERE deployment_id = '{ids[-1]}'", "UPDATE sqlite_sequence SET seq = 6")
     failures = failed(db_path, [anchor])
     assert set(failures) == {f"the history contains the anchored head 8:{anchor.hash[:12]}…"}
     assert "the history ends at event 6, before event 8" in failures.popitem()[1][0]

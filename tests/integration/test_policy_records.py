@@ -138,7 +138,7 @@ def test_a_version_6_database_is_upgraded_keeping_its_history_with_its_approvals
     repo = Repository(path)
     try:
         with repo._read() as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
             rows = conn.execute("SELECT status, required_approvals, approvals, policy_digest FROM deployments"
                                 " ORDER BY rowid").fetchall()
         # Every deployment keeps the v1 rule (one approval) and no policy; those approved list bob's approval.

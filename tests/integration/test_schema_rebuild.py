@@ -209,10 +209,11 @@ def test_a_version_5_database_is_upgraded_with_every_row_and_the_chain_kept(tmp_
         after = rows(path)
         assert after.pop("user_version") == SCHEMA_VERSION
         before.pop("user_version")
-        # Version 7 adds columns at the end of both tables; the rows are otherwise the same.
-        added = {"deployments": 3, "deployment_events": 2}
-        assert {table: [row[:len(row) - added.get(table, 0)] for row in table_rows]
-                for table, table_rows in after.items()} == before
+        # Later versions add columns at the end of both tables and tables of their own; the rows of
+        # version 5's tables are otherwise the same.
+        width = {table: len(table_rows[0]) for table, table_rows in before.items() if table_rows}
+        assert {table: [row[:width.get(table, len(row))] for row in table_rows]
+                for table, table_rows in after.items() if table in before} == before
         [pending_id] = [d[0] for d in after["deployments"] if "pending_approval" in d]
         assert repo.apply_action(pending_id, ActionRequest("cancel", "alice", "superseded")).status == "cancelled"
     finally:
