@@ -1,4 +1,4 @@
-"""Time the upgrade of a large version-5 or version-6 file to the current schema version.
+"""Time the upgrade of a large version-5, -6 or -7 file to the current schema version.
 
 Builds a database of the older version from its frozen schema in
 tests/integration/fixtures (N deployments, each created, approved, started and
@@ -9,10 +9,12 @@ and -wal sizes, and what check says after with the old head as an anchor (no
 upgrade since version 4 rehashes, so the head must be unchanged).  From
 version 5 the upgrade rebuilds deployments and deployment_events (version 6);
 from version 6 it adds the policy columns and lists each deployment's approval
-(version 7).
+(version 7); from version 7 it adds the pipeline columns, fills the work-reference
+and label tables and builds the new listing indexes (version 8).
 
     .venv/bin/python tests/perf/upgrade.py --from-version 5 --deployments 1000000 --db /tmp/upgrade.db
     .venv/bin/python tests/perf/upgrade.py --from-version 6 --deployments 1000000 --db /tmp/upgrade.db
+    .venv/bin/python tests/perf/upgrade.py --from-version 7 --deployments 1000000 --db /tmp/upgrade.db
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def build(path: Path, deployments: int, version: int) -> Anchor:
         stale.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB: ten deployment indexes and the derived tables
-    # Versions 5 and 6 have the same columns (6 only widened two CHECK lists).
+    # The columns every version since 5 has; version 7's policy columns keep their defaults.
     conn.executescript((FIXTURES / f"schema_v{version}.sql").read_text())
     conn.execute("BEGIN")
     previous, event_id = chain.GENESIS, 0
@@ -50,7 +52,7 @@ def build(path: Path, deployments: int, version: int) -> Anchor:
         creation = {"service": f"service-{n % 40}", "environment": "production", "version": f"1.{n}",
                     "requester": "alice", "work_refs": ["JIRA-1"], "rollback_plan": "Redeploy the previous version.",
                     "risk": "low"}
-        content = chain.content_of({field: creation[field] for field in CREATE_FIELDS})
+        content = chain.content_of({field: creation.get(field) for field in CREATE_FIELDS})
         rows.append((deployment_id, creation["service"], creation["version"], at, at, at))
         for sequence, (kind, source, target, actor) in enumerate(STEPS, start=1):
             event_id += 1
@@ -59,9 +61,17 @@ def build(path: Path, deployments: int, version: int) -> Anchor:
             events.append((event_id, deployment_id, sequence, kind, actor, source, target, at, previous))
         if len(rows) >= BATCH or n == deployments - 1:
             # Deployments first: the derive trigger joins each event to its deployment.
-            conn.executemany("INSERT INTO deployments VALUES (?, ?, 'production', ?, 'alice', '[\"JIRA-1\"]',"
+            conn.executemany("INSERT INTO deployments (id, service, environment, version, requester, work_refs,"
+                             " risk, rollback_plan, status, reviewed_by, reviewed_at, created_at, updated_at)"
+                             " VALUES (?, ?, 'production', ?, 'alice', '[\"JIRA-1\"]',"
                              " 'low', 'Redeploy the previous version.', 'succeeded', 'bob', ?, ?, ?)", rows)
-            conn.executemany("INSERT INTO deployment_events VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", events)
+            if version >= 7:  # as a version-7 server lists each approval
+                conn.executemany("UPDATE deployments SET approvals = json_array(json_object("
+                                 "'actor', 'bob', 'note', NULL, 'created_at', reviewed_at)) WHERE id = ?",
+                                 [(row[0],) for row in rows])
+            conn.executemany("INSERT INTO deployment_events (id, deployment_id, sequence, type, actor, note,"
+                             " from_status, to_status, created_at, hash)"
+                             " VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?)", events)
             rows, events = [], []
     conn.execute("COMMIT")
     conn.execute(f"PRAGMA user_version = {version}")
@@ -112,7 +122,7 @@ def report_check(path: Path, anchor: Anchor, label: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from-version", type=int, choices=(5, 6), default=6)
+    parser.add_argument("--from-version", type=int, choices=(5, 6, 7), default=7)
     parser.add_argument("--deployments", type=int, default=250_000)
     parser.add_argument("--db", type=Path, default=Path("/tmp/upgrade.db"))
     parser.add_argument("--check-before", action="store_true", help="also check the old file before the upgrade")
