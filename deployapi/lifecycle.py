@@ -341,6 +341,11 @@ def is_label_key(value: str) -> bool:
     return _LABEL_KEY.fullmatch(value) is not None
 
 
+def is_label_value(value: str) -> bool:
+    """Whether ``value`` may be the value of a label: at most 256 characters, no control characters."""
+    return len(value) <= MAX_LABEL_VALUE and not _CONTROL.search(value)
+
+
 # --- creation -------------------------------------------------------------
 
 

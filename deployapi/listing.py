@@ -145,9 +145,10 @@ def _labels(given: Sequence[str], problems: list[FieldProblem]) -> tuple[str, ..
     labels: set[str] = set()
     for text in given:
         key, equals, value = text.partition("=")
-        if not equals or not lifecycle.is_label_key(key) or len(value) > lifecycle.MAX_LABEL_VALUE:
-            problems.append(FieldProblem("label", f"must be key=value with a label key and a value of at most "
-                                                  f"{lifecycle.MAX_LABEL_VALUE} characters, not {text[:80]!r}"))
+        if not equals or not lifecycle.is_label_key(key) or not lifecycle.is_label_value(value):
+            problems.append(FieldProblem("label", "must be key=value with a label key and a value of at most "
+                                                  f"{lifecycle.MAX_LABEL_VALUE} characters without control "
+                                                  f"characters, not {text[:80]!r}"))
         else:
             labels.add(text)
     return tuple(sorted(labels))

@@ -108,7 +108,8 @@ def _inexpressible_refusal(case, response) -> bool:
     The rules: a cursor must be one the API issued; an Idempotency-Key may not
     be sent again with a different request; created_before must be later
     than created_after, and both must be instants in years 1-9999 once converted
-    to UTC; the same for the DORA window's since and until, where a missing
+    to UTC, as must updated_before and updated_after; committed_at must be such
+    an instant and not later than now; a work_ref must not be blank once trimmed; the same for the DORA window's since and until, where a missing
     until is now (so a since alone must be in the past); work_refs must differ
     after trimming; the whole body must fit in 64 KiB (10,000 non-ASCII
     characters can be 60 KB of JSON escapes); a requester or actor must be
@@ -130,10 +131,21 @@ def _inexpressible_refusal(case, response) -> bool:
             index = int(field[len("work_refs["):-1])
             if refs[index] not in refs[:index]:
                 return False
-        elif field in ("created_after", "created_before"):
+        elif field in ("created_after", "created_before", "updated_after", "updated_before"):
             value = _instant(case.query[field])
-            after = _instant(case.query["created_after"]) if "created_after" in case.query else None
-            if value is None or (field == "created_before" and after is not None and after >= value):
+            low = field.replace("_before", "_after")
+            after = _instant(case.query[low]) if low != field and low in case.query else None
+            if value is None or (after is not None and after >= value):
+                continue
+            return False
+        elif field == "committed_at":
+            # An instant in years 1-9999, and not later than the creation.
+            value = _instant(case.body[field])
+            if value is None or value > datetime.now(timezone.utc):
+                continue
+            return False
+        elif field == "work_ref":
+            if not case.query[field].strip():  # blank once trimmed, as Python trims
                 continue
             return False
         elif field in ("requester", "actor"):
