@@ -108,9 +108,10 @@ def _inexpressible_refusal(case, response) -> bool:
     The rules: a cursor must be one the API issued; an Idempotency-Key may not
     be sent again with a different request; created_before must be later
     than created_after, and both must be instants in years 1-9999 once converted
-    to UTC, as must updated_before and updated_after; committed_at must be such
-    an instant and not later than now; a work_ref must not be blank once trimmed; the same for the DORA window's since and until, where a missing
-    until is now (so a since alone must be in the past); work_refs must differ
+    to UTC, as must updated_before and updated_after; the same for the DORA
+    window's since and until, where a missing until is now (so a since alone
+    must be in the past); committed_at must be such an instant and not later
+    than now; a work_ref must not be blank once trimmed; work_refs must differ
     after trimming; the whole body must fit in 64 KiB (10,000 non-ASCII
     characters can be 60 KB of JSON escapes); a requester or actor must be
     at most 128 characters in NFKC form (one character can spell 18).
