@@ -150,6 +150,136 @@ def test_deployments_created_while_walking_do_not_disturb_the_walk(listing, seed
     assert walked == [d["id"] for d in reversed(seeded)]
 
 
+# --- walks under the filters of pipeline metadata while deployments are created and updated ------------------
+#
+# The listing is ordered by created_at and id, which never change, and a cursor is a
+# position in that order.  So a walk under a filter returns, exactly once and in listing
+# order, every deployment that matches the filter at the start and still matches when its
+# page is read; deployments created during the walk are newer than its position and never
+# appear.  version, work_ref, commit_sha and label are fixed at creation, so a walk under
+# them returns exactly what matched at the start.  status, updated_after and updated_before
+# are not: a deployment updated during the walk may move into or out of the filter, and then
+# appears at most once, where its created_at puts it.  That is all the walk guarantees.
+
+
+@pytest.fixture
+def pipeline_seeded(listing):
+    """30 deployments with pipeline metadata, then the odd ones approved or rejected in order.
+
+    Returns every deployment as last written, oldest first, and ``bound``: the updated_at of
+    the action on deployment 15, the middle of the updates.
+    """
+    client = listing.client
+    made = []
+    for n in range(30):
+        body = create_body(
+            version=("2.0", "2.1", "2.2")[n % 3],
+            work_refs=["JIRA-7", f"PR-{n}"] if n % 2 == 0 else ["JIRA-8"],
+            commit_sha=None if n % 5 == 0 else ("abc1234" if n % 3 == 1 else "abd1234") + f"{n:033x}",
+            labels={"team": ("payments", "search")[n % 2], "tier": str(n % 3)},
+        )
+        made.append(client.post("/deployments", json=body).get_json())
+    bound = None
+    for n in range(1, 30, 2):
+        action, note = ("approve", None) if n % 4 == 1 else ("reject", "no")
+        made[n] = client.post(f"/deployments/{made[n]['id']}/{action}", json={"actor": "zed", "note": note}).get_json()
+        if n == 15:
+            bound = made[n]["updated_at"]
+    return made, bound
+
+
+# (query parameters, where "@bound" stands for pipeline_seeded's bound; whether a listed deployment
+# matches them; a body that matches them and one that does not, for the deployments created mid-walk)
+PIPELINE_WALKS = [
+    pytest.param({"version": "2.0"}, lambda d, bound: d["version"] == "2.0",
+                 {"version": "2.0"}, {"version": "2.1"}, id="version"),
+    pytest.param({"work_ref": "JIRA-7"}, lambda d, bound: "JIRA-7" in d["work_refs"],
+                 {"work_refs": ["JIRA-7"]}, {"work_refs": ["JIRA-8"]}, id="work_ref"),
+    pytest.param({"commit_sha": "abc1234"}, lambda d, bound: (d["commit_sha"] or "").startswith("abc1234"),
+                 {"commit_sha": "abc1234" + "e" * 33}, {"commit_sha": "abd1234" + "e" * 33}, id="commit_sha prefix"),
+    pytest.param({"label": "team=payments"}, lambda d, bound: d["labels"].get("team") == "payments",
+                 {"labels": {"team": "payments"}}, {"labels": {"team": "search"}}, id="label"),
+    pytest.param({"label": ["team=payments", "tier=1"]},
+                 lambda d, bound: (d["labels"].get("team"), d["labels"].get("tier")) == ("payments", "1"),
+                 {"labels": {"team": "payments", "tier": "1"}}, {"labels": {"team": "payments", "tier": "2"}},
+                 id="label+label"),
+    pytest.param({"updated_after": "@bound"}, lambda d, bound: d["updated_at"] >= bound,
+                 {}, {}, id="updated_after"),  # whatever is created now is updated after the bound
+    pytest.param({"updated_before": "@bound"}, lambda d, bound: d["updated_at"] < bound,
+                 {}, {}, id="updated_before"),  # and never before it
+    pytest.param({"version": "2.0", "status": "pending_approval"},
+                 lambda d, bound: (d["version"], d["status"]) == ("2.0", "pending_approval"),
+                 {"version": "2.0"}, {"version": "2.1"},
+                 id="version+status"),
+]
+
+
+def bound_params(params: dict, bound: str) -> dict:
+    return {name: bound if value == "@bound" else value for name, value in params.items()}
+
+
+def listing_order(deployments) -> list[str]:
+    return [d["id"] for d in sorted(deployments, key=lambda d: (d["created_at"], d["id"]), reverse=True)]
+
+
+@pytest.mark.parametrize("params, matches, matching, other", PIPELINE_WALKS)
+def test_a_walk_under_a_new_filter_while_creating_returns_what_matched_at_the_start_exactly_once(
+        listing, pipeline_seeded, params, matches, matching, other):
+    made, bound = pipeline_seeded
+    expected = listing_order(d for d in made if matches(d, bound))
+    assert len(expected) >= 5  # more than one page of 3
+    query, walked, pages = {**bound_params(params, bound), "limit": 3}, [], 0
+    while True:
+        page = listing(**query)
+        assert page.status_code == 200, page.get_json()
+        body = page.get_json()
+        walked += body["items"]
+        pages += 1
+        if body["next_cursor"] is None:
+            break
+        query["cursor"] = body["next_cursor"]
+        for overrides in (matching, other):  # one new match and one new non-match per page
+            assert listing.client.post("/deployments", json=create_body(**overrides)).status_code == 201
+    assert [d["id"] for d in walked] == expected
+    assert all(matches(d, bound) for d in walked)
+    assert pages == -(-len(expected) // 3)
+
+
+@pytest.mark.parametrize("params, matches, matching, other",
+                         [p for p in PIPELINE_WALKS if p.id in ("updated_after", "updated_before", "version+status")])
+def test_a_walk_under_a_filter_on_what_changes_sees_each_deployment_at_most_once_and_every_untouched_match(
+        listing, pipeline_seeded, params, matches, matching, other):
+    made, bound = pipeline_seeded
+    at_start = {d["id"] for d in made if matches(d, bound)}
+    created_at = {d["id"]: d["created_at"] for d in made}
+    pending = [d["id"] for d in made if d["status"] == "pending_approval"]
+    query, walked, touched = {**bound_params(params, bound), "limit": 3}, [], set()
+    while True:
+        body = listing(**query).get_json()
+        walked += body["items"]
+        if body["next_cursor"] is None:
+            break
+        query["cursor"] = body["next_cursor"]
+        listing.client.post("/deployments", json=create_body(**matching))
+        listing.client.post("/deployments", json=create_body(**other))
+        # Update the two newest pending deployments still ahead of the walk: each moves into
+        # updated_after's range, out of updated_before's, and out of status=pending_approval.
+        position = (walked[-1]["created_at"], walked[-1]["id"])
+        ahead = [i for i in reversed(pending) if (created_at[i], i) < position and i not in touched][:2]
+        for deployment_id in ahead:
+            response = listing.client.post(f"/deployments/{deployment_id}/approve", json={"actor": "zed"})
+            assert response.status_code == 200
+            touched.add(deployment_id)
+    assert touched  # the walk did see updates
+    ids = [d["id"] for d in walked]
+    assert len(ids) == len(set(ids))  # never twice
+    assert [(d["created_at"], d["id"]) for d in walked] == sorted(
+        ((d["created_at"], d["id"]) for d in walked), reverse=True)  # in listing order
+    assert all(matches(d, bound) for d in walked)  # each as its page showed it matches
+    assert at_start - touched <= set(ids)  # every match left alone is there
+    assert set(ids) <= at_start | touched  # nothing created during the walk, nothing else
+
+
 def test_a_walk_under_concurrent_inserts_sees_every_existing_deployment_exactly_once(db_path, listing, seeded):
     stop = threading.Event()
     writer_client = Client(create_app(db_path))

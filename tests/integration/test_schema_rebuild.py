@@ -167,12 +167,14 @@ def version_5_database(tmp_path: Path) -> Path:
                            ("deployments", "deployment_events", "idempotency_keys", "settings"))
 
 
-def copy_at_version(source: Path, path: Path, schema: str, version: int, tables: tuple[str, ...]) -> Path:
+def copy_at_version(source: Path, path: Path, schema: str, version: int, tables: tuple[str, ...], *,
+                    reseal: bool = True) -> Path:
     """A new file at schema ``version`` (its frozen ``schema``) holding the rows of ``source``'s ``tables``.
 
     The rows go in in id order, through that version's triggers (which derive
     their own rows), with only the columns the version has, and the chain is
-    sealed again as versions before 7 sealed it.
+    sealed again as versions before 7 sealed it (unless ``reseal`` is false:
+    version 7 seals a history without pipeline metadata as today's code does).
     """
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -183,7 +185,8 @@ def copy_at_version(source: Path, path: Path, schema: str, version: int, tables:
         columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA main.table_info({table})"))
         conn.execute(f"INSERT OR REPLACE INTO main.{table} ({columns}) SELECT {columns} FROM source.{table}"
                      " ORDER BY rowid")
-    rechain_as_before_policies(conn, schema)
+    if reseal:
+        rechain_as_before_policies(conn, schema)
     conn.execute("COMMIT")
     conn.execute("DETACH source")
     conn.close()

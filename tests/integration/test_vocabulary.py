@@ -96,6 +96,25 @@ def test_the_views_and_triggers_name_only_the_domains_statuses_event_types_and_s
     assert words <= {*lifecycle.STATUSES, *lifecycle.EVENT_TYPES, *STEPS}
 
 
+def test_the_fixed_content_trigger_and_the_deployments_table_cover_every_creation_field():
+    # schema.sql spells the creation fields out twice (the columns, and the
+    # trigger that refuses to change them), lifecycle.CREATE_FIELDS once.
+    objects = schema_objects()
+    [listed] = re.findall(r"BEFORE UPDATE OF (.*?)\s+ON deployments", objects["deployments_creation_is_fixed"], re.S)
+    fixed = {column.strip() for column in listed.split(",")}
+    assert fixed - set(lifecycle.CREATE_FIELDS) == {"id", "created_at", "required_approvals", "policy_digest"}
+    assert set(lifecycle.CREATE_FIELDS) <= fixed
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(objects["deployments"])
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
+    finally:
+        conn.close()
+    assert set(lifecycle.CREATE_FIELDS) <= columns
+    # What changes after creation is the status and the review, and what a rollback went back to.
+    assert columns - fixed == {"status", "reviewed_by", "reviewed_at", "updated_at", "approvals", "rolled_back_to"}
+
+
 def test_the_derived_groups_follow_the_transition_table():
     assert lifecycle.OUTCOME_STATUSES == (lifecycle.SUCCEEDED, lifecycle.FAILED, lifecycle.ROLLED_BACK)
     assert lifecycle.CHANGE_STATUSES == (lifecycle.STARTED, *lifecycle.OUTCOME_STATUSES)

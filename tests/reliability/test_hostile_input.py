@@ -56,14 +56,29 @@ LIFECYCLE = {
     "fail": ({"started"}, True),
     "rollback": ({"started", "succeeded", "failed"}, True),
 }
-CREATE_FIELDS = ("service", "environment", "version", "requester", "work_refs", "rollback_plan", "risk")
+# The pipeline metadata (api-contract.md, "Pipeline metadata"): all optional.
+PIPELINE_FIELDS = ("commit_sha", "repository", "ref", "committed_at", "links", "labels")
+CREATE_FIELDS = ("service", "environment", "version", "requester", "work_refs", "rollback_plan", "risk",
+                 *PIPELINE_FIELDS)
 ACTION_FIELDS = ("actor", "note")
 LIST_PARAMETERS = ("service", "environment", "status", "requester", "created_after", "created_before", "limit",
-                   "cursor")
+                   "cursor", "version", "work_ref", "commit_sha", "label", "updated_after", "updated_before")
+# The one listing parameter that may repeat, and how often.
+REPEATABLE = {"label": 10}
 BODY_CODES = {400: "malformed_json", 403: "self_approval", 404: "not_found", 409: "invalid_transition",
               413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_failed"}
 QUERY_CODES = {400: "invalid_cursor", 422: "validation_failed"}
 SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+COMMIT = re.compile(r"[0-9a-f]{7,64}")
+LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,62}")
+RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+# committed_at values and what the API returns for them (None: refused).  The server's clock
+# is the real one, so a commit must be in the past: these are long past or far ahead.
+COMMITTED = {"2020-01-01T00:00:00Z": "2020-01-01T00:00:00.000000Z",
+             "2000-02-29T23:59:59.5+05:30": "2000-02-29T18:29:59.500000Z",
+             "1999-12-31t23:59:59.1234567z": "1999-12-31T23:59:59.123457Z",
+             "2999-12-31T23:59:59Z": None, "2020-13-01T00:00:00Z": None, "2020-01-01T00:00:00": None,
+             "2020-01-01": None, "yesterday": None}
 
 # Content-Type header -> whether it means JSON (None: header not sent).
 CONTENT_TYPES = {
@@ -159,10 +174,63 @@ def work_refs_ok(value: Any) -> bool | None:
     return all_of(*verdicts, len(set(trimmed)) == len(trimmed))
 
 
+def plain_ok(value: Any, max_length: int, refused) -> bool:
+    """repository, ref: 1..max_length characters in which ``refused`` finds no character, not blank."""
+    return (isinstance(value, str) and not has_surrogate(value) and 1 <= len(value) <= max_length
+            and not any(refused(ch) for ch in value) and bool(value.strip()))
+
+
+def committed_at_ok(value: Any) -> bool | None:
+    if not isinstance(value, str) or has_surrogate(value):
+        return False
+    if value in COMMITTED:
+        return COMMITTED[value] is not None
+    return None if RFC3339.fullmatch(value) else False  # a date-time whose day or time may not exist
+
+
+def url_ok(value: Any) -> bool | None:
+    if (not isinstance(value, str) or has_surrogate(value) or len(value) > 2048
+            or any(ch.isspace() or is_control(ch) for ch in value)):
+        return False
+    if re.match(r"https?://[^/]", value):
+        return True
+    return None if re.match(r"(?i)https?://[^/]", value) else False  # "HTTPS://": the contract does not say
+
+
+def links_ok(value: Any) -> bool | None:
+    """At most 20 distinct {"rel": slug, "url": http(s) URL} objects."""
+    if not isinstance(value, list) or len(value) > 20:
+        return False
+    verdicts: list[bool | None] = []
+    for link in value:
+        if not isinstance(link, dict) or set(link) != {"rel", "url"}:
+            return False
+        verdicts += [slug_ok(link["rel"]), url_ok(link["url"])]
+    pairs = [(link["rel"], link["url"]) for link in value]
+    return all_of(*verdicts, len(set(pairs)) == len(pairs))
+
+
+def labels_ok(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) <= 32 and all(
+        LABEL_KEY.fullmatch(key) and isinstance(text, str) and not has_surrogate(text) and len(text) <= 256
+        and not any(is_control(ch) for ch in text) for key, text in value.items())
+
+
+def optional(value: Any, rule) -> bool | None:
+    """null means not sent, for every pipeline field."""
+    return True if value is None else rule(value)
+
+
 def create_fields_ok(payload: dict) -> bool | None:
     environment = payload.get("environment")
     return all_of(
         all(name in CREATE_FIELDS for name in payload),
+        optional(payload.get("commit_sha"), lambda v: isinstance(v, str) and COMMIT.fullmatch(v) is not None),
+        optional(payload.get("repository"), lambda v: plain_ok(v, 512, lambda ch: ch.isspace() or is_control(ch))),
+        optional(payload.get("ref"), lambda v: plain_ok(v, 256, is_control)),
+        optional(payload.get("committed_at"), committed_at_ok),
+        optional(payload.get("links"), links_ok),
+        optional(payload.get("labels"), labels_ok),
         slug_ok(payload.get("service")),
         slug_ok(environment),
         version_ok(payload.get("version")),
@@ -313,6 +381,20 @@ names = st.one_of(st.sampled_from(["alice", " Bob ", "Straße", "ALICE", " alice
 work_refs = st.lists(valid_text, min_size=1, max_size=20, unique_by=str.strip)
 free_text = st.one_of(st.sampled_from(["Redeploy 1.0.", "line\none\ttab\r\n", "  "]), valid_text)
 environments = st.sampled_from(["staging", "production", "prod", "dev-1"])
+pipeline_values = {
+    "commit_sha": st.from_regex(COMMIT, fullmatch=True),
+    "repository": st.one_of(st.sampled_from(["acme/billing", "https://github.com/acme/billing", "r" * 512,
+                                             "git@github.com:acme/billing.git"]),
+                            st.text(st.characters(exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1,
+                                    max_size=30).filter(lambda s: not any(c.isspace() for c in s))),
+    "ref": st.one_of(st.sampled_from(["main", "refs/heads/main", "release 1.4", "x" * 256]), valid_text),
+    "committed_at": st.sampled_from([text for text, stored in COMMITTED.items() if stored]),
+    "links": st.lists(st.fixed_dictionaries({"rel": st.from_regex(SLUG, fullmatch=True),
+                                             "url": st.integers(0, 30).map(lambda n: f"https://ci.example/{n}")}),
+                      max_size=20, unique_by=lambda link: (link["rel"], link["url"])),
+    "labels": st.dictionaries(st.from_regex(LABEL_KEY, fullmatch=True), st.text(printable, max_size=40),
+                              max_size=32),
+}
 
 
 @st.composite
@@ -322,6 +404,9 @@ def valid_create_payloads(draw) -> dict:
                "requester": draw(names), "work_refs": draw(work_refs), "rollback_plan": draw(valid_text)}
     if payload["environment"] == "production" or draw(st.booleans()):
         payload["risk"] = draw(valid_text if payload["environment"] == "production" else free_text)
+    for field, values in pipeline_values.items():
+        if draw(st.booleans()):
+            payload[field] = draw(values)
     return payload
 
 
@@ -356,14 +441,20 @@ def mutated(draw, payloads, fields) -> Obj:
                 del pairs[index]
         elif operation == "repeat":
             pairs.append((field, draw(st.one_of(st.just(pairs[index][1]), hostile_values))))
-        else:  # inject a control or odd character into a string (or into one work ref)
+        else:  # inject a control or odd character into a string (one work ref, link url or label value)
             value = pairs[index][1]
             char = draw(st.sampled_from(CONTROLS + ODD))
+            where = draw(st.integers(0, 2))
             if isinstance(value, list) and value and isinstance(value[0], str):
                 value = [*value]
-                value[0] = inject(value[0], char, draw(st.integers(0, 2)))
+                value[0] = inject(value[0], char, where)
+            elif isinstance(value, list) and value and isinstance(value[0], dict) and "url" in value[0]:
+                value = [{**value[0], "url": inject(str(value[0]["url"]), char, where)}, *value[1:]]
+            elif isinstance(value, dict) and value:
+                key = next(iter(value))
+                value = {**value, key: inject(str(value[key]), char, where)}
             elif isinstance(value, str):
-                value = inject(value, char, draw(st.integers(0, 2)))
+                value = inject(value, char, where)
             pairs[index] = (field, value)
     return Obj(tuple(pairs))
 
@@ -535,8 +626,15 @@ def test_hostile_create_bodies_get_a_documented_answer_and_a_refusal_changes_not
     expected = {**{k: sent[k] for k in ("service", "environment", "version", "rollback_plan")},
                 "requester": identities.canonical(sent["requester"]),
                 "work_refs": [r.strip() for r in sent["work_refs"]],
-                "risk": sent.get("risk"), "status": "pending_approval", "reviewed_by": None, "reviewed_at": None}
+                "risk": sent.get("risk"), "status": "pending_approval", "reviewed_by": None, "reviewed_at": None,
+                **{k: sent.get(k) for k in ("commit_sha", "repository", "ref")},
+                "links": sent.get("links") or [], "labels": sent.get("labels") or {}}
     assert {k: got[k] for k in expected} == expected
+    if sent.get("committed_at") is None:
+        assert got["committed_at"] is None
+    else:  # one the oracle cannot work out was allowed either way: it is at least in the stored form
+        assert got["committed_at"] == COMMITTED.get(sent["committed_at"], got["committed_at"])
+        assert re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z", got["committed_at"])
     assert api.client.get(f"/deployments/{got['id']}").get_json() == got
 
 
@@ -628,6 +726,12 @@ GOOD_VALUES = {
     "created_after": ["2000-01-01T00%3A00%3A00Z"],
     "created_before": ["2999-12-31T23:59:59.999999%2B01:00"],
     "cursor": ["@cursor"],
+    "version": ["1.0", "q.1", "q.2", "%20", "1.0%20beta", "v" * 129],
+    "work_ref": ["JIRA-1", "%20JIRA-1%20", "PR-2", "%27%20OR%201%3D1%20--", "%00", "%20"],
+    "commit_sha": ["abc1234", "0123456789abcdef", "ABC1234", "abc123", "abc123g", "a" * 65],
+    "label": ["team%3Dpayments", "team=", "team", "Team=x", "=x", "expr=a=b", "k%3D%27%20OR%201%3D1"],
+    "updated_after": ["2000-01-01T00%3A00%3A00Z"],
+    "updated_before": ["2999-12-31T23:59:59.999999%2B01:00"],
 }
 
 
@@ -663,8 +767,17 @@ def query_statuses(pairs: list[tuple[str, str]], issued: dict[str, dict]) -> set
     grouped: dict[str, list[str]] = defaultdict(list)
     for key, value in pairs:
         grouped[key].append(value)
-    ok = all(key in LIST_PARAMETERS and len(values) == 1 for key, values in grouped.items())
+    ok = all(key in LIST_PARAMETERS and len(values) <= REPEATABLE.get(key, 1) for key, values in grouped.items())
     values = {key: values[0] for key, values in grouped.items()}
+    if "version" in values:
+        ok = ok and version_ok(values["version"])
+    if "work_ref" in values:
+        ok = ok and 1 <= len(values["work_ref"].strip()) <= 512
+    if "commit_sha" in values:
+        ok = ok and COMMIT.fullmatch(values["commit_sha"]) is not None
+    for label in grouped.get("label", []):
+        key, equals, text = label.partition("=")
+        ok = ok and bool(equals) and LABEL_KEY.fullmatch(key) is not None and len(text) <= 256
     for name in ("service", "environment"):
         if name in values:
             ok = ok and slug_ok(values[name])
@@ -673,13 +786,14 @@ def query_statuses(pairs: list[tuple[str, str]], issued: dict[str, dict]) -> set
     if "requester" in values:
         ok = ok and 1 <= len(unicodedata.normalize("NFKC", values["requester"].strip()).strip()) <= 128
     moments = {}
-    for name in ("created_after", "created_before"):
+    for name in ("created_after", "created_before", "updated_after", "updated_before"):
         if name in values:
             moment = TIMESTAMPS.get(values[name])
             ok = ok and moment is not None
             moments[name] = moment and datetime.fromisoformat(moment)
-    if ok and len(moments) == 2:
-        ok = moments["created_after"] < moments["created_before"]
+    for low, high in (("created_after", "created_before"), ("updated_after", "updated_before")):
+        if ok and low in moments and high in moments:
+            ok = moments[low] < moments[high]
     if "limit" in values:
         digits = values["limit"]
         ok = ok and digits.isascii() and digits.isdigit() and 1 <= whole_number(digits) <= 200
@@ -706,10 +820,17 @@ def issued_cursors(api):
 def matches(item: dict, name: str, value: str) -> bool:
     if name == "requester":
         return item["requester"] == value.strip()
-    if name == "created_after":
-        return datetime.fromisoformat(item["created_at"]) >= datetime.fromisoformat(TIMESTAMPS[value])
-    if name == "created_before":
-        return datetime.fromisoformat(item["created_at"]) < datetime.fromisoformat(TIMESTAMPS[value])
+    if name == "work_ref":
+        return value.strip() in item["work_refs"]
+    if name == "commit_sha":
+        return (item["commit_sha"] or "").startswith(value)
+    if name == "label":
+        key, _, text = value.partition("=")
+        return item["labels"].get(key) == text
+    if name in ("created_after", "updated_after"):
+        return datetime.fromisoformat(item[name.replace("_after", "_at")]) >= datetime.fromisoformat(TIMESTAMPS[value])
+    if name in ("created_before", "updated_before"):
+        return datetime.fromisoformat(item[name.replace("_before", "_at")]) < datetime.fromisoformat(TIMESTAMPS[value])
     return item[name] == value
 
 
@@ -741,9 +862,12 @@ def test_hostile_query_strings_get_a_documented_answer(api, issued_cursors, quer
         assert len(got["items"]) <= limit and (got["next_cursor"] is None or isinstance(got["next_cursor"], str))
         created = [item["created_at"] for item in got["items"]]
         assert created == sorted(created, reverse=True)
-        for name in ("service", "environment", "status", "requester", "created_after", "created_before"):
+        for name in ("service", "environment", "status", "requester", "created_after", "created_before",
+                     "version", "work_ref", "commit_sha", "updated_after", "updated_before"):
             if name in values:
                 assert all(matches(item, name, values[name]) for item in got["items"]), (name, values)
+        for label in (value for key, value in pairs if key == "label"):
+            assert all(matches(item, "label", label) for item in got["items"]), label
 
 
 @pytest.mark.parametrize("query", [b"service=\xff", b"\xff=1", b"requester=caf\xe9", b"status=\xc3\x28"],
@@ -789,7 +913,9 @@ def test_sql_metacharacters_in_every_field_are_stored_and_returned_exactly(fresh
     for n, meta in enumerate(META):
         body = {"service": META_SERVICES[n % 4], "environment": META_SERVICES[(n + 1) % 4],
                 "version": "v" + meta.replace(" ", ""), "requester": meta, "work_refs": [meta, f"{meta}|{n}"],
-                "rollback_plan": meta, "risk": meta}
+                "rollback_plan": meta, "risk": meta, "repository": "r" + meta.replace(" ", ""), "ref": meta,
+                "links": [{"rel": "meta", "url": "https://x.example/" + meta.replace(" ", "")}],
+                "labels": {"meta": meta, f"n{n}": meta}}
         deployment = api.create(**body)
         assert {k: deployment[k] for k in body} == body
         approved = api.act(deployment["id"], "approve", f"reviewer {meta}", meta)
@@ -802,6 +928,9 @@ def test_sql_metacharacters_in_every_field_are_stored_and_returned_exactly(fresh
     for meta in META:
         listed = walk(api, requester=meta)
         assert [d["requester"] for d in listed] == [meta], f"requester={meta!r} matched {len(listed)} deployments"
+        for name, value in (("work_ref", meta), ("label", f"meta={meta}"), ("version", "v" + meta.replace(" ", ""))):
+            listed = walk(api, **{name: value})
+            assert [d["ref"] for d in listed] == [meta], f"{name}={value!r} matched {len(listed)} deployments"
     for service in META_SERVICES:
         for name in ("service", "environment"):
             listed = walk(api, **{name: service})
@@ -817,8 +946,13 @@ def test_sql_metacharacters_in_filters_ids_and_cursors_are_refused_or_match_noth
     for name in ("service", "environment", "status"):
         response = api.client.get("/deployments", query_string={name: meta})
         assert_answer(response, {422}, QUERY_CODES, (name, meta))
-    response = api.client.get("/deployments", query_string={"requester": meta})
-    assert assert_answer(response, {200}, QUERY_CODES, meta)["items"] == []
+    for name, value in (("requester", meta), ("work_ref", meta), ("label", f"meta={meta}")):
+        response = api.client.get("/deployments", query_string={name: value})
+        assert assert_answer(response, {200}, QUERY_CODES, (name, meta))["items"] == []
+    response = api.client.get("/deployments", query_string={"version": meta})
+    assert assert_answer(response, {422} if " " in meta else {200}, QUERY_CODES, meta).get("items", []) == []
+    response = api.client.get("/deployments", query_string={"commit_sha": meta})
+    assert_answer(response, {422}, QUERY_CODES, meta)
     response = api.client.get("/deployments", query_string={"cursor": meta})
     assert_answer(response, {400}, QUERY_CODES, meta)
     path = "/deployments/" + quote(meta, safe="")
