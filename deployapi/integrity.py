@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import chain, lifecycle
 from .repository import (
+    PIPELINE_COLUMNS_SINCE,
     POLICY_COLUMNS_SINCE,
     SCHEMA_VERSION,
     event_with_content,
@@ -198,6 +199,15 @@ DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
         FROM sqlite_sequence s
         WHERE s.name = 'deployment_events' AND s.seq > coalesce((SELECT max(id) FROM deployment_events), 0)""", ()),
 }
+# Checks of columns that exist from schema version 8 on.
+PIPELINE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # The event's details are under the chain; the deployment's copy is not.
+    "rolled_back_to matches the rollback event": ("""
+        SELECT d.id FROM deployments d
+        LEFT JOIN deployment_events r ON r.deployment_id = d.id AND r.type = ?
+        WHERE d.rolled_back_to IS NOT json_extract(r.details, '$.to_version')
+        ORDER BY d.id""", (lifecycle.ROLLED_BACK,)),
+}
 # Checks of columns that exist from schema version 7 on.
 POLICY_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "approvals list the approved events": ("""
@@ -248,6 +258,8 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
         checks = dict(DOMAIN_CHECKS)
         if version >= POLICY_COLUMNS_SINCE:
             checks.update(POLICY_CHECKS)
+        if version >= PIPELINE_COLUMNS_SINCE:
+            checks.update(PIPELINE_CHECKS)
         required = "d.required_approvals" if version >= POLICY_COLUMNS_SINCE else "1"
         for name, (sql, parameters) in checks.items():
             sql = sql.replace(_REQUIRED, required)

@@ -464,7 +464,9 @@ def validate_action(action: str, payload: Mapping[str, Any], *, identity: str | 
         because = f"{OVERRIDE_FREEZE} needs a note saying why the freeze is broken"
     note = _text(payload, "note", problems, required=transition.note_required or override_freeze,
                  required_because=because)
-    to_version = _version(payload, problems, TO_VERSION, required=False)
+    # A field the action does not take is reported once, as unknown.
+    to_version = (_version(payload, problems, TO_VERSION, required=False)
+                  if TO_VERSION in ACTION_EXTRA_FIELDS.get(action, ()) else None)
     if problems:
         raise ValidationFailed(problems)
     if identity is not None:

@@ -42,6 +42,7 @@ from .pages import listing_sql
 from .rows import (
     DEPLOYMENT_DOCUMENT,
     EVENTS_WITH_CONTENT_SQL,
+    PIPELINE_COLUMNS_SINCE,
     POLICY_COLUMNS_SINCE,
     event_with_content,
     events_with_content_sql,
@@ -60,10 +61,10 @@ from .schema import (
 
 __all__ = [
     "BUSY_TIMEOUT_MS", "DEPLOYMENT_DOCUMENT", "EVENTS_WITH_CONTENT_SQL", "IDEMPOTENCY_PRUNE_BATCH",
-    "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "MIGRATIONS", "MIN_SQLITE", "POLICY_COLUMNS_SINCE",
-    "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "WAL_AUTOCHECKPOINT_PAGES", "WRITE_PROBE_BYTES", "ChainBroken",
-    "ChainHead", "Clock", "Database", "DatabaseBusy", "DatabaseError", "DeploymentNotFound", "ListingPage",
-    "Migration", "Repository", "SchemaTooNew", "StorageFault", "StoredResponse", "WriteTransaction",
-    "backfill_derived_rows", "backup_database", "event_with_content", "events_with_content_sql", "listing_sql",
-    "migrate", "schema_sql", "split_statements", "utc_now",
+    "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "MIGRATIONS", "MIN_SQLITE", "PIPELINE_COLUMNS_SINCE",
+    "POLICY_COLUMNS_SINCE", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "WAL_AUTOCHECKPOINT_PAGES",
+    "WRITE_PROBE_BYTES", "ChainBroken", "ChainHead", "Clock", "Database", "DatabaseBusy", "DatabaseError",
+    "DeploymentNotFound", "ListingPage", "Migration", "Repository", "SchemaTooNew", "StorageFault",
+    "StoredResponse", "WriteTransaction", "backfill_derived_rows", "backup_database", "event_with_content",
+    "events_with_content_sql", "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now",
 ]
