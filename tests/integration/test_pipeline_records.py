@@ -11,13 +11,13 @@ import pytest
 from builders import new_deployment
 from test_integrity import CONTENT, edit, head
 from test_operations import populate
-from test_schema_rebuild import copy_at_version, rows
+from test_schema_rebuild import assert_upgraded_like_a_fresh_database, copy_at_version, rows
 
 from deployapi.integrity import Anchor, check_database
 from deployapi.lifecycle import ActionRequest, Link
 from deployapi.listing import ListQuery
 from deployapi.policy import EnvironmentPolicy, Policy
-from deployapi.repository import MIGRATIONS, SCHEMA_VERSION, Repository, StoredResponse, migrate, schema_sql
+from deployapi.repository import SCHEMA_VERSION, Repository, StoredResponse
 from deployapi.repository.pages import UPDATED_RANGE_PROBE, updated_range_probe_sql
 
 SCHEMA_V7 = (Path(__file__).parent / "fixtures" / "schema_v7.sql").read_text(encoding="utf-8")
@@ -220,9 +220,6 @@ def version_7_database(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return path, {"refs": refs.id, "started": started_.id, "partial": partial.id}
 
 
-def columns(conn: sqlite3.Connection, table: str) -> list[tuple]:
-    return [tuple(row[1:]) for row in conn.execute(f"PRAGMA table_info({table})")]
-
 
 def test_a_version_7_database_is_upgraded_keeping_every_row_and_its_deployments_are_found_by_the_new_filters(
         tmp_path):
@@ -270,20 +267,7 @@ def test_a_version_7_database_is_upgraded_keeping_every_row_and_its_deployments_
 
     report = check_database(path, [old_head])
     assert report.ok, report.lines()
-    fresh = sqlite3.connect(tmp_path / "fresh.db")
-    upgraded = sqlite3.connect(path)
-    try:
-        migrate(fresh, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
-        for table in ("deployments", "deployment_events"):
-            assert columns(upgraded, table) == columns(fresh, table)
-        # Every other table, index, trigger and view has the SQL of a new database (the two
-        # tables above differ only in how ALTER TABLE wrote the added columns).
-        objects = ("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-                   " AND name NOT IN ('deployments', 'deployment_events') ORDER BY type, name")
-        assert upgraded.execute(objects).fetchall() == fresh.execute(objects).fetchall()
-    finally:
-        fresh.close()
-        upgraded.close()
+    assert_upgraded_like_a_fresh_database(path, tmp_path)
 
 
 def test_an_upgraded_version_7_database_passes_check_with_every_head_anchored_before(tmp_path):

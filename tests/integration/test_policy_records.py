@@ -11,12 +11,12 @@ import pytest
 from builders import new_deployment
 from test_integrity import edit, head
 from test_operations import populate
-from test_schema_rebuild import copy_at_version
+from test_schema_rebuild import assert_upgraded_like_a_fresh_database, copy_at_version
 
 from deployapi.integrity import check_database
 from deployapi.lifecycle import ActionRequest, EnvironmentBusy
 from deployapi.policy import EnvironmentPolicy, Policy
-from deployapi.repository import MIGRATIONS, SCHEMA_VERSION, Repository, migrate, schema_sql
+from deployapi.repository import SCHEMA_VERSION, Repository
 
 SCHEMA_V6 = (Path(__file__).parent / "fixtures" / "schema_v6.sql").read_text(encoding="utf-8")
 
@@ -127,9 +127,6 @@ def version_6_database(tmp_path: Path) -> Path:
     return copy_at_version(source, tmp_path / "v6.db", SCHEMA_V6, 6, ("deployments", "deployment_events", "settings"))
 
 
-def columns(conn: sqlite3.Connection, table: str) -> list[tuple]:
-    return [tuple(row[1:]) for row in conn.execute(f"PRAGMA table_info({table})")]
-
 
 def test_a_version_6_database_is_upgraded_keeping_its_history_with_its_approvals_listed(tmp_path):
     path = version_6_database(tmp_path)
@@ -154,15 +151,7 @@ def test_a_version_6_database_is_upgraded_keeping_its_history_with_its_approvals
         repo.close()
     report = check_database(path, [old_head])
     assert report.ok, report.lines()
-    fresh = sqlite3.connect(tmp_path / "fresh.db")
-    upgraded = sqlite3.connect(path)
-    try:
-        migrate(fresh, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
-        for table in ("deployments", "deployment_events"):
-            assert columns(upgraded, table) == columns(fresh, table)
-    finally:
-        fresh.close()
-        upgraded.close()
+    assert_upgraded_like_a_fresh_database(path, tmp_path)
 
 
 def _ids(repo: Repository) -> list[str]:

@@ -274,3 +274,24 @@ def test_an_upgrade_killed_after_the_tables_were_rebuilt_leaves_version_5_intact
     assert check_database(path).ok
     Repository(path).close()  # and the next start upgrades it
     assert rows(path)["user_version"] == SCHEMA_VERSION
+
+
+def assert_upgraded_like_a_fresh_database(path: Path, tmp_path: Path) -> None:
+    """The upgraded file has a new database's columns, and the SQL of every other table, index, trigger and view.
+
+    deployments and deployment_events are compared column by column: ALTER TABLE
+    writes added columns into their CREATE TABLE text in its own way.
+    """
+    fresh = sqlite3.connect(tmp_path / "fresh.db")
+    upgraded = sqlite3.connect(path)
+    try:
+        migrate(fresh, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
+        for table in ("deployments", "deployment_events"):
+            assert [tuple(row[1:]) for row in upgraded.execute(f"PRAGMA table_info({table})")] == \
+                [tuple(row[1:]) for row in fresh.execute(f"PRAGMA table_info({table})")]
+        objects = ("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                   " AND name NOT IN ('deployments', 'deployment_events') ORDER BY type, name")
+        assert upgraded.execute(objects).fetchall() == fresh.execute(objects).fetchall()
+    finally:
+        fresh.close()
+        upgraded.close()
