@@ -126,6 +126,15 @@ CREATE TABLE IF NOT EXISTS deployment_events (
 -- after `after` to find a rare type.
 CREATE INDEX IF NOT EXISTS deployment_events_by_type ON deployment_events (type);
 
+-- GET /events?since=: where in id order the events created at or after a time
+-- begin.  Ids follow commit order, but created_at need not (a clock that
+-- stepped back, a history copied in), so that place cannot be found by
+-- bisecting ids: the smallest id of an event at or after `since` is the
+-- smallest rowid in one range of this index (repository/pages.py:
+-- SINCE_PROBE_SQL).  Without it a first page with a recent `since` read the
+-- whole history before it.
+CREATE INDEX IF NOT EXISTS deployment_events_by_created_at ON deployment_events (created_at);
+
 -- History is append-only in the database itself, so no code path (ours or a
 -- hand-typed sqlite3 session) can rewrite or erase it.
 CREATE TRIGGER IF NOT EXISTS deployment_events_no_update

@@ -78,12 +78,28 @@ def get_deployment(request: Request, ctx: Context, deployment_id: str) -> Respon
 
 
 def list_deployment_events(request: Request, ctx: Context, deployment_id: str) -> Response:
-    """GET /deployments/{id}/events: the deployment's history, oldest first, as JSON or CloudEvents."""
-    as_cloudevents = wants_cloudevents(request, feed.parse_format(query_args(request)))
-    events = ctx.repository.list_events(deployment_id)
+    """GET /deployments/{id}/events: the deployment's history, oldest first, as JSON or CloudEvents.
+
+    Every event in the v1 answer, or with ``after`` or ``limit`` one page by sequence and where the next starts.
+    """
+    query = feed.parse_history_query(query_args(request))
+    as_cloudevents = wants_cloudevents(request, query.output_format)
+    if query.limit is None:
+        events = ctx.repository.list_events(deployment_id)
+        if as_cloudevents:
+            return cloudevents_response(request, ctx, events)
+        return json_response({"items": [event_json(e) for e in events]}, headers=VARY_ACCEPT)
+    page = ctx.repository.list_events_page(deployment_id, query.after, query.limit)
     if as_cloudevents:
-        return cloudevents_response(request, ctx, events)
-    return json_response({"items": [event_json(e) for e in events]}, headers=VARY_ACCEPT)
+        # As on the feed, a bare array: the position travels in headers, absent on the last page.
+        headers = {}
+        if page.next_after is not None:
+            next_query = urlencode({"after": page.next_after, "limit": query.limit, "format": "cdevents"})
+            headers = {"X-Next-After": str(page.next_after),
+                       "Link": f'<{request.script_root}/deployments/{deployment_id}/events?{next_query}>; rel="next"'}
+        return cloudevents_response(request, ctx, page.events, headers=headers)
+    return json_response({"items": [event_json(e) for e in page.events], "next_after": page.next_after},
+                         headers=VARY_ACCEPT)
 
 
 def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action: str) -> Response:
@@ -116,7 +132,7 @@ def event_head(request: Request, ctx: Context) -> Response:
 def list_event_feed(request: Request, ctx: Context) -> Response:
     """GET /events: every event after a position, in commit order, as JSON or CloudEvents."""
     query = feed.parse_feed_query(query_args(request))
-    events = ctx.repository.list_events_after(query.after, query.limit, service=query.service,
+    events = ctx.repository.list_events_after(query.after, query.limit, since=query.since, service=query.service,
                                               environment=query.environment, event_type=query.event_type)
     next_after = events[-1].id if events else query.after
     if wants_cloudevents(request, query.output_format):
@@ -130,7 +146,7 @@ def list_event_feed(request: Request, ctx: Context) -> Response:
 
 
 def _next_feed_query(query: feed.FeedQuery, next_after: int) -> str:
-    params = {"after": next_after, "limit": query.limit, "service": query.service,
+    params = {"after": next_after, "since": query.since, "limit": query.limit, "service": query.service,
               "environment": query.environment, "type": query.event_type, "format": "cdevents"}
     return urlencode({name: value for name, value in params.items() if value is not None})
 

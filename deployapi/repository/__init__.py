@@ -33,6 +33,7 @@ from .deployments import (
     IDEMPOTENCY_RETENTION,
     ChainHead,
     DeploymentNotFound,
+    EventPage,
     ListingPage,
     Repository,
     StoredResponse,
@@ -64,7 +65,7 @@ __all__ = [
     "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "MIGRATIONS", "MIN_SQLITE", "PIPELINE_COLUMNS_SINCE",
     "POLICY_COLUMNS_SINCE", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "WAL_AUTOCHECKPOINT_PAGES",
     "WRITE_PROBE_BYTES", "ChainBroken", "ChainHead", "Clock", "Database", "DatabaseBusy", "DatabaseError",
-    "DeploymentNotFound", "ListingPage", "Migration", "Repository", "SchemaTooNew", "StorageFault",
+    "DeploymentNotFound", "EventPage", "ListingPage", "Migration", "Repository", "SchemaTooNew", "StorageFault",
     "StoredResponse", "WriteTransaction", "backfill_derived_rows", "backup_database", "event_with_content",
     "events_with_content_sql", "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now",
 ]

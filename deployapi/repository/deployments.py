@@ -24,7 +24,15 @@ from ..listing import ListQuery, Position
 from ..policy import Policy, default_policy
 from .connections import Clock, Database
 from .insights_sql import DORA_SQL, ENVIRONMENTS_SQL, rows_to_environment_state
-from .pages import UPDATED_RANGE_PROBE, feed_sql, listing_sql, scoped_feed_sql, updated_range_probe_sql
+from .pages import (
+    SINCE_FIRST_ID_SQL,
+    SINCE_PROBE_SQL,
+    UPDATED_RANGE_PROBE,
+    feed_sql,
+    listing_sql,
+    scoped_feed_sql,
+    updated_range_probe_sql,
+)
 from .rows import (
     DEPLOYMENT_COLUMNS,
     DEPLOYMENT_DOCUMENT,
@@ -111,6 +119,31 @@ class Repository(Database):
                 conn.execute("COMMIT")
         return [row_to_event(row) for row in rows]
 
+    def list_events_page(self, deployment_id: str, after: int, limit: int) -> EventPage:
+        """Up to ``limit`` of the deployment's events with a sequence above ``after``, oldest first.
+
+        A deployment's sequence numbers are given out in its write
+        transactions, one more each time, so a reader that resumes after the
+        last sequence it saw misses nothing and sees nothing twice while events
+        are appended.  One seek of the (deployment_id, sequence) key.
+
+        :raises DeploymentNotFound:
+        """
+        with self._read() as conn:
+            # One read transaction, so the existence check and the events agree.
+            conn.execute("BEGIN")
+            try:
+                _fetch_deployment(conn, deployment_id)
+                rows = conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM deployment_events e WHERE e.deployment_id = ? AND e.sequence > ?"
+                    " ORDER BY e.sequence LIMIT ?",
+                    (deployment_id, after, limit + 1),  # one more, to tell whether another page follows
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        events = [row_to_event(row) for row in rows[:limit]]
+        return EventPage(events, events[-1].sequence if len(rows) > limit else None)
+
     def list_deployments(self, query: ListQuery) -> ListingPage:
         """One page of deployments, newest first, as the API's JSON objects rendered by SQLite."""
         with self._read() as conn:
@@ -164,7 +197,7 @@ class Repository(Database):
                 f"SELECT {EVENT_COLUMNS} FROM deployment_events e ORDER BY e.id DESC LIMIT 1").fetchone()
         return row_to_event(row) if row else None
 
-    def list_events_after(self, after: int, limit: int, *, service: str | None = None,
+    def list_events_after(self, after: int, limit: int, *, since: str | None = None, service: str | None = None,
                           environment: str | None = None, event_type: str | None = None) -> list[Event]:
         """Events of every deployment with ids above ``after``, in id (= commit) order.
 
@@ -172,16 +205,30 @@ class Repository(Database):
         snapshot holds a gap-free prefix of them: a reader that resumes after
         the last id it saw misses nothing and sees nothing twice.  A page
         narrowed by service or environment is read from deployment_event_scopes.
+        ``since`` (a canonical timestamp) keeps the events created at or after it.
         """
         scope = {name: value for name, value in (("service", service), ("environment", environment))
                  if value is not None}
-        if scope:
-            sql, parameters = scoped_feed_sql(after, limit, scope, event_type)
-        else:
-            sql, parameters = feed_sql(after, limit, event_type)
         with self._read() as conn:
-            rows = conn.execute(sql, parameters).fetchall()
+            if since is None:
+                rows = self._feed_page(conn, after, limit, scope, event_type, None)
+            else:
+                # One read transaction, so that the bound and the page see the same events.
+                conn.execute("BEGIN")
+                try:
+                    rows = self._feed_page(conn, _since_bound(conn, after, since), limit, scope, event_type, since)
+                finally:
+                    conn.execute("COMMIT")
         return [row_to_event(row) for row in rows]
+
+    @staticmethod
+    def _feed_page(conn: sqlite3.Connection, after: int, limit: int, scope: dict[str, str],
+                   event_type: str | None, since: str | None) -> list[sqlite3.Row]:
+        if scope:
+            sql, parameters = scoped_feed_sql(after, limit, scope, event_type, since)
+        else:
+            sql, parameters = feed_sql(after, limit, event_type, since)
+        return conn.execute(sql, parameters).fetchall()
 
     def event_context(self, events: list[Event]) -> dict[int, tuple[Deployment, bool]]:
         """What the CDEvents export needs besides each stored event, keyed by event id.
@@ -217,6 +264,14 @@ class Repository(Database):
             )} if successes else set()
         deployments = {row["id"]: row_to_deployment(row) for row in rows}
         return {e.id: (deployments[e.deployment_id], e.id in first_successes) for e in events if e.id is not None}
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of a deployment's history, and the sequence the next page starts after (None on the last)."""
+
+    events: list[Event]
+    next_after: int | None
 
 
 @dataclass(frozen=True)
@@ -316,6 +371,27 @@ class WriteTransaction:
 
     def _retention_cutoff(self) -> str:
         return lifecycle.format_timestamp(self._clock() - IDEMPOTENCY_RETENTION)
+
+
+def _since_bound(conn: sqlite3.Connection, after: int, since: str) -> int:
+    """An id at or above ``after`` below which no event after ``after`` was created at or after ``since``.
+
+    The feed with ``since`` reads ids from there: the events it passes over
+    were all created earlier, so raising ``after`` to it skips none of the
+    page, whatever order the clock gave created_at (pages.SINCE_PROBE_SQL).
+    """
+    earliest, head = conn.execute(SINCE_PROBE_SQL, (since,)).fetchone()
+    if earliest is None:
+        # Nothing was created at or after since yet: every later event gets a larger id than head.
+        return max(after, head or 0)
+    if earliest - after <= head - earliest:
+        # Reading ids from after passes over about earliest - after events
+        # created too early (none once a reader is past them): no more than
+        # the index range from since that the exact bound would read.
+        return after
+    # Not null: the range from since holds earliest.  (No `id > after` in
+    # that read: a test on each entry of the range, and max() does the same.)
+    return max(after, conn.execute(SINCE_FIRST_ID_SQL, (since,)).fetchone()[0] - 1)
 
 
 def _fetch_deployment(conn: sqlite3.Connection, deployment_id: str) -> Deployment:

@@ -149,19 +149,49 @@ def _position(query: ListQuery, created_at: str, deployment_id: str) -> tuple[li
     return conditions, parameters
 
 
-def feed_sql(after: int, limit: int, event_type: str | None) -> tuple[str, list[object]]:
+# GET /events?since=: where the page starts reading (Repository.list_events_after).
+# Ids follow commit order and created_at is stamped in the same transaction,
+# but the two need not agree (a clock that stepped back, a history copied in):
+# bisecting ids by created_at could skip an event created at or after `since`
+# that has a lower id than earlier-stamped ones.  So the bound comes from an
+# index on created_at, never from the order of ids.  First two seeks
+# (SINCE_PROBE_SQL): the id of the earliest-stamped event at or after `since`,
+# and the newest id.  When the events from there to the head are fewer than
+# those between `after` and there, the smallest id in the index's range from
+# `since` (SINCE_FIRST_ID_SQL, which reads that range: short for a recent
+# `since`) is where the page starts; otherwise it reads ids from `after`,
+# passing over no more events than that range holds.  The page keeps
+# `created_at >= since` either way: the bound saves reading, it never decides
+# what is returned.
+SINCE_PROBE_SQL = (
+    "SELECT (SELECT id FROM deployment_events INDEXED BY deployment_events_by_created_at"
+    "        WHERE created_at >= ? ORDER BY created_at, id LIMIT 1),"
+    " (SELECT id FROM deployment_events ORDER BY id DESC LIMIT 1)"
+)
+SINCE_FIRST_ID_SQL = (
+    "SELECT min(id) FROM deployment_events INDEXED BY deployment_events_by_created_at WHERE created_at >= ?"
+)
+
+
+def feed_sql(after: int, limit: int, event_type: str | None, since: str | None = None) -> tuple[str, list[object]]:
     """SQL for a page of the feed in id order, each event joined to its deployment.
 
-    With a type, one range of deployment_events_by_type.  (The join keeps out
-    an event whose deployment is gone, which only a hand edit can make, as the
-    scoped read does: such an event has no scope row.)
+    With a type, one range of deployment_events_by_type; without, one range
+    of ids (NOT INDEXED keeps the planner off deployment_events_by_created_at,
+    whose order is not the feed's).  ``since`` is checked on each event of the
+    range; the caller raises ``after`` past the events it would refuse.  (The
+    join keeps out an event whose deployment is gone, which only a hand edit
+    can make, as the scoped read does: such an event has no scope row.)
     """
     conditions, parameters = ["e.id > ?"], [after]
     if event_type is not None:
         conditions.append("e.type = ?")
         parameters.append(event_type)
-    by_type = " INDEXED BY deployment_events_by_type" if event_type is not None else ""
-    return (f"SELECT {EVENT_COLUMNS} FROM deployment_events e{by_type} JOIN deployments d ON d.id = e.deployment_id"
+    if since is not None:
+        conditions.append("e.created_at >= ?")
+        parameters.append(since)
+    index = " INDEXED BY deployment_events_by_type" if event_type is not None else " NOT INDEXED"
+    return (f"SELECT {EVENT_COLUMNS} FROM deployment_events e{index} JOIN deployments d ON d.id = e.deployment_id"
             f" WHERE {' AND '.join(conditions)} ORDER BY e.id LIMIT ?", [*parameters, limit])
 
 
@@ -175,24 +205,28 @@ _SCOPE_INDEXES = {
 
 
 def scoped_feed_sql(after: int, limit: int, scope: dict[str, str],
-                     event_type: str | None) -> tuple[str, list[object]]:
+                     event_type: str | None, since: str | None = None) -> tuple[str, list[object]]:
     """SQL for a page of the feed narrowed by service and/or environment, from deployment_event_scopes.
 
     Within one scope and type the index is in event id order, so each type
     is one range starting after ``after``.  A compound SELECT ordered by id
     merges those ranges (SQLite's MERGE of UNION ALL reads each only as far
     as the page needs), so a page reads about ``limit`` entries per type
-    asked for, however many events of other scopes lie in between.
+    asked for, however many events of other scopes lie in between.  With
+    ``since`` each range looks up its events' created_at (one rowid seek
+    each, which keeps the range in id order) before the page's LIMIT counts them.
     """
     names = tuple(scope)
     index = _SCOPE_INDEXES[names]
-    match = " AND ".join(f"{name} = ?" for name in names)
+    match = " AND ".join(f"deployment_event_scopes.{name} = ?" for name in (*names, "type"))
     types = (event_type,) if event_type is not None else lifecycle.EVENT_TYPES
+    created = " JOIN deployment_events c ON c.id = event_id" if since is not None else ""
+    recent = " AND c.created_at >= ?" if since is not None else ""
     ranges = " UNION ALL ".join(
-        f"SELECT event_id FROM deployment_event_scopes {index}"
-        f" WHERE {match} AND type = ? AND event_id > ?" for _ in types)
+        f"SELECT event_id FROM deployment_event_scopes {index}{created}"
+        f" WHERE {match} AND event_id > ?{recent}" for _ in types)
     parameters: list[object] = []
     for event_type_ in types:
-        parameters += [*scope.values(), event_type_, after]
+        parameters += [*scope.values(), event_type_, after, *((since,) if since is not None else ())]
     return (f"SELECT {EVENT_COLUMNS} FROM ({ranges} ORDER BY event_id LIMIT ?) AS page"
             " JOIN deployment_events e ON e.id = page.event_id ORDER BY e.id", [*parameters, limit])

@@ -209,7 +209,7 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app, polic
         return send(client, method, path, data=json.dumps(valid_body(path)), content_type="text/plain")
     if code == "validation_failed":
         if path == "/deployments/{deployment_id}/events":
-            # This operation reads only `format` and ignores other parameters.
+            # This operation reads only `format`, `after` and `limit` and ignores other parameters.
             return send(client, method, path, query_string={"format": "xml"})
         if method == "GET":
             return send(client, method, path, query_string={"limit": "0"})

@@ -143,6 +143,51 @@ def test_a_filtered_feed_page_costs_the_same_however_much_unrelated_history_ther
     assert steps[10] / steps[1] < BOUNDED_RATIO, steps
 
 
+@pytest.fixture(scope="module")
+def histories_before(tmp_path_factory):
+    """Two files: the same recent history after 1x and 10x unrelated older history; and when it begins."""
+    repos, began = {}, None
+    for times in (1, 10):
+        clock = StepClock()
+        repo = Repository(tmp_path_factory.mktemp("since") / f"history-{times}x.db", clock=clock)
+        record(repo, unrelated_block() * times)
+        clock.now = Histories.WINDOW_START
+        began = lifecycle.format_timestamp(clock.now)
+        record(repo, [("billing", "production", PATHS[name]) for name in ("succeeded", "rejected", "failed")])
+        repos[times] = repo
+    yield repos, began
+    for repo in repos.values():
+        repo.close()
+
+
+@pytest.mark.parametrize("filters, limit", [
+    pytest.param({}, 20, id="everything"),
+    pytest.param({"event_type": "rejected"}, 20, id="a-type"),
+    pytest.param({"service": "billing", "environment": "production"}, 20, id="a-scope"),
+    pytest.param({}, 3, id="a-short-page"),
+])
+def test_a_first_feed_page_since_a_recent_time_costs_the_same_however_much_history_came_before(
+        histories_before, filters, limit):
+    repos, since = histories_before
+    answers, steps = {}, {}
+    for times, repo in repos.items():
+        events, steps[times] = vm_steps(repo, lambda: repo.list_events_after(0, limit, since=since, **filters))  # noqa: B023
+        answers[times] = feed_page(events)
+        assert all(e.created_at >= since for e in events)
+    assert answers[1] == answers[10] and answers[1]
+    assert steps[10] / steps[1] < BOUNDED_RATIO, steps
+
+
+def test_a_feed_page_since_before_the_history_costs_the_page_however_long_the_history(histories_before):
+    repos, _ = histories_before
+    answers, steps = {}, {}
+    for times, repo in repos.items():
+        answers[times], steps[times] = vm_steps(
+            repo, lambda: feed_page(repo.list_events_after(0, 20, since="2000-01-01T00:00:00.000000Z")))  # noqa: B023
+    assert answers[1] == answers[10] and len(answers[1]) == 20
+    assert steps[10] / steps[1] < BOUNDED_RATIO, steps
+
+
 @pytest.mark.parametrize("service, environment", [
     pytest.param("billing", "production", id="one-pair"),
     pytest.param(None, None, id="every-pair"),
@@ -181,6 +226,23 @@ def test_a_feed_of_one_type_is_one_range_of_the_type_index(repo):
     assert plan(repo, *pages.feed_sql(7, 100, "rejected")) == [
         "SEARCH e USING INDEX deployment_events_by_type (type=? AND rowid>?)",
         "SEARCH d USING COVERING INDEX sqlite_autoindex_deployments_1 (id=?)"]
+
+
+def test_since_is_found_in_the_created_at_index_and_never_changes_the_feeds_order(repo):
+    assert plan(repo, pages.SINCE_FIRST_ID_SQL, ("2026-11-26T10:00:00.000000Z",)) == [
+        "SEARCH deployment_events USING COVERING INDEX deployment_events_by_created_at (created_at>?)"]
+    assert "SEARCH deployment_events USING COVERING INDEX deployment_events_by_created_at (created_at>?)" in plan(
+        repo, pages.SINCE_PROBE_SQL, ("2026-11-26T10:00:00.000000Z",))
+    since = "2026-11-26T10:00:00.000000Z"
+    assert plan(repo, *pages.feed_sql(7, 100, None, since))[0] == "SEARCH e USING INTEGER PRIMARY KEY (rowid>?)"
+    assert plan(repo, *pages.feed_sql(7, 100, "rejected", since))[0] == (
+        "SEARCH e USING INDEX deployment_events_by_type (type=? AND rowid>?)")
+    lines = plan(repo, *pages.scoped_feed_sql(7, 100, {"service": "billing"}, None, since))
+    searches = [line for line in lines if line.startswith("SEARCH deployment_event_scopes")]
+    assert len(searches) == len(lifecycle.EVENT_TYPES)
+    # Each range stays in id order: the created_at of its events is a rowid seek each, and nothing is sorted.
+    assert lines.count("SEARCH c USING INTEGER PRIMARY KEY (rowid=?)") == len(lifecycle.EVENT_TYPES)
+    assert [line for line in lines if "TEMP B-TREE" in line] == ["USE TEMP B-TREE FOR ORDER BY"]
 
 
 def test_dora_metrics_read_only_ranges_of_deployment_steps_besides_the_pairs(repo):

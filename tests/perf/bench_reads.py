@@ -1,4 +1,4 @@
-"""Load benchmark for the filtered event feed and ``GET /metrics/dora`` at 100k and 1M deployments.
+"""Load benchmark for the event feed (filtered, and from a time) and ``GET /metrics/dora`` at 100k and 1M deployments.
 
 Not part of the test suite (pytest collects ``test_*.py`` only).  From the
 project root::
@@ -19,6 +19,10 @@ What it does, in order:
    interleaved over sizes and cases in shuffled rounds, by the wall clock and
    the thread's CPU clock, and counts the SQLite VM steps of one more request
    of each (deterministic: what grows with the history shows there first).
+   For each ``since`` case it also counts (and times once) the steps of the
+   same page read from ``after`` without the bound the repository finds in
+   deployment_events_by_created_at: what the index saves.  ``--cases TEXT``
+   keeps the cases whose label contains TEXT.
 3. ``--server``: starts ``deployapi serve --threads 4`` on the largest copy and
    times ``GET /healthz`` alone, then while four clients keep asking for the
    most expensive DORA window the build accepts (the measured defect: four of
@@ -26,8 +30,9 @@ What it does, in order:
 4. ``--writes N``: a create and three actions (approve, start, succeed), each
    its own transaction, N times, on files fed in turn: the schema as it is,
    and the same without each part of what the derived tables and the feed's
-   indexes add (dropped after start-up; WRITE_VARIANTS).  Once on fresh files,
-   once on copies of the largest file.  That is the write cost of each part.
+   indexes add (dropped after start-up; WRITE_VARIANTS, or the ones named by
+   ``--write-variants``).  Once on fresh files, once on copies of the largest
+   file.  That is the write cost of each part.
 5. Prints a markdown report and writes it to ``--output`` (default
    ``<db-dir>/bench_reads.md``); docs/performance.md quotes it.
 
@@ -75,14 +80,15 @@ from bench_listing import (
 )
 from werkzeug.test import Client
 
-from deployapi import create_app, lifecycle, repository
+from deployapi import create_app, lifecycle, listing, repository
 from deployapi.lifecycle import ActionRequest
-from deployapi.repository import Repository
+from deployapi.repository import Repository, pages
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from server_process import Server  # noqa: E402  (tests/server_process.py)
 
 DERIVED = hasattr(repository, "backfill_derived_rows")
+SINCE = hasattr(pages, "SINCE_FIRST_ID_SQL")  # a build whose feed takes since
 FLAVOUR = "derived" if DERIVED else "events"
 # How far behind the head the tailing feed cases start: a consumer a few
 # minutes behind at 1M deployments' rate.
@@ -116,7 +122,24 @@ def read_cases() -> list[ReadCase]:
     past_quarter = (("since", "2025-01-01T00:00:00Z"), ("until", "2025-04-01T00:00:00Z"))
     everything = (("since", "2000-01-01T00:00:00Z"), ("until", stamp(END)))
     pair = (("service", SERVICES[0]), ("environment", "production"))
+
+    def since(delta: dt.timedelta, *more: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        return (("since", stamp(END - delta)), *more)
+
+    day = dt.timedelta(days=1)
     return [
+        ReadCase("feed: since an hour before the end, from the start", "/events", since(dt.timedelta(hours=1))),
+        ReadCase("feed: since a day before the end, from the start", "/events", since(day)),
+        ReadCase("feed: since 30 days before the end, from the start", "/events", since(30 * day)),
+        ReadCase("feed: since a year before the end (mid-history), from the start", "/events", since(365 * day)),
+        ReadCase("feed: since 700 days before the end, from the start", "/events", since(700 * day)),
+        ReadCase("feed: since 2000 (before the history), from the start", "/events",
+                 (("since", "2000-01-01T00:00:00Z"),)),
+        ReadCase("feed: since 30 days before the end, tailing", "/events", since(30 * day), tail=True),
+        ReadCase("feed: since a day before the end&type=rejected, from the start", "/events",
+                 since(day, ("type", "rejected"))),
+        ReadCase(f"feed: since a day before the end&service={SERVICES[0]}, from the start", "/events",
+                 since(day, ("service", SERVICES[0]))),
         ReadCase("feed: type=rejected, from the start", "/events", (("type", "rejected"),)),
         ReadCase("feed: type=rejected, tailing", "/events", (("type", "rejected"),), tail=True),
         ReadCase(f"feed: service={SERVICES[0]}, from the start", "/events", (("service", SERVICES[0]),)),
@@ -187,6 +210,34 @@ def vm_steps(app, url: str) -> tuple[int, int]:
     return steps * 100, status
 
 
+def unbounded_since_read(app, case: ReadCase, head: int) -> tuple[int, float] | None:
+    """VM steps and ms of a ``since`` case's page read from ``after`` as is, without the bound; None for others."""
+    params = dict(case.params + ((("after", str(head - TAIL)),) if case.tail else ()))
+    if not SINCE or case.path != "/events" or "since" not in params:
+        return None
+    since = listing.canonical_timestamp(params["since"])
+    scope = {name: params[name] for name in ("service", "environment") if name in params}
+    after, event_type = int(params.get("after", 0)), params.get("type")
+    sql, parameters = (pages.scoped_feed_sql(after, 100, scope, event_type, since) if scope
+                       else pages.feed_sql(after, 100, event_type, since))
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    with app.repository._read() as conn:
+        conn.set_progress_handler(count, 100)
+        try:
+            started = time.perf_counter()
+            conn.execute(sql, parameters).fetchall()
+            elapsed = (time.perf_counter() - started) * 1000
+        finally:
+            conn.set_progress_handler(None, 100)
+    return steps * 100, elapsed
+
+
 @dataclasses.dataclass
 class Samples:
     wall: list[float] = dataclasses.field(default_factory=list)
@@ -194,14 +245,16 @@ class Samples:
     status: int = 0
     items: int | None = None
     steps: int = 0
+    unbounded: tuple[int, float] | None = None  # a since case read without the bound: VM steps, ms
 
 
-def run_reads(apps: dict, heads: dict[int, int], iterations: int, rounds: int) -> dict[tuple[int, ReadCase], Samples]:
+def run_reads(apps: dict, heads: dict[int, int], iterations: int, rounds: int,
+              cases: list[ReadCase]) -> dict[tuple[int, ReadCase], Samples]:
     clients = {size: Client(app) for size, app in apps.items()}
     samples: dict[tuple[int, ReadCase], Samples] = {}
     runnable = []
     for size in apps:
-        for case in read_cases():
+        for case in cases:
             url = case.url(heads[size])
             response = clients[size].get(url)
             body = response.get_json()
@@ -209,6 +262,7 @@ def run_reads(apps: dict, heads: dict[int, int], iterations: int, rounds: int) -
             if response.status_code == 200 and "items" in body:
                 s.items = len(body["items"])
             s.steps, _ = vm_steps(apps[size], url)
+            s.unbounded = unbounded_since_read(apps[size], case, heads[size])
             runnable.append((size, case))
             print(f"  {size_label(size)} {case.label}: {response.status_code}, {s.steps:,} VM steps",
                   file=sys.stderr)
@@ -283,6 +337,7 @@ def health_under_load(path: Path, seconds: float, clients: int) -> dict[str, obj
 # parts of it (dropped after start-up): the differences between them are the
 # write cost of each part.
 _TYPE_INDEX = "DROP INDEX IF EXISTS deployment_events_by_type"
+_CREATED_AT_INDEX = "DROP INDEX IF EXISTS deployment_events_by_created_at"
 _TRIGGER = "DROP TRIGGER IF EXISTS deployment_events_derive"
 _SCOPE_INDEXES = tuple(f"DROP INDEX IF EXISTS deployment_event_scopes_by_{name}"
                        for name in ("service", "environment"))
@@ -292,17 +347,19 @@ WRITE_VARIANTS = {
     "without the two deployment_event_scopes indexes": _SCOPE_INDEXES,
     "without the trigger (no derived rows)": (_TRIGGER,),
     "without any of it (the write path before)": (_TYPE_INDEX, _TRIGGER, *_SCOPE_INDEXES),
+    "without deployment_events_by_created_at (GET /events?since=)": (_CREATED_AT_INDEX,),
 }
 
 
-def measure_writes(db_dir: Path, count: int, rounds: int, base: Path | None) -> dict[str, dict[str, list[float]]]:
-    """ms per transaction of a create and of each action, in each of WRITE_VARIANTS."""
+def measure_writes(db_dir: Path, count: int, rounds: int, base: Path | None,
+                   chosen: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """ms per transaction of a create and of each action, in each of the ``chosen`` WRITE_VARIANTS."""
     def dropping(statements: tuple[str, ...]) -> Callable[[sqlite3.Connection], None]:
         return lambda conn: [conn.execute(statement) for statement in statements]
 
-    variants = {variant: db_dir / f"writes-{number}.db" for number, variant in enumerate(WRITE_VARIANTS)}
-    repos = open_variants(variants, base, {variant: dropping(statements)
-                                           for variant, statements in WRITE_VARIANTS.items()})
+    variants = {variant: db_dir / f"writes-{number}.db" for number, variant in enumerate(WRITE_VARIANTS)
+                if variant in chosen}
+    repos = open_variants(variants, base, {variant: dropping(WRITE_VARIANTS[variant]) for variant in variants})
     rng = random.Random(11)
     requests = [_new_deployment(rng) for _ in range(count)]
     samples = {variant: {"create": [], "action": []} for variant in variants}
@@ -328,7 +385,7 @@ def measure_writes(db_dir: Path, count: int, rounds: int, base: Path | None) -> 
 
 def render(write: Callable[[str], None], sizes: list[int], samples: dict[tuple[int, ReadCase], Samples],
            timings: dict[int, dict[str, float]], health: dict[str, object] | None,
-           writes: dict[str, dict[str, dict[str, list[float]]]]) -> None:
+           writes: dict[str, dict[str, dict[str, list[float]]]], cases: list[ReadCase]) -> None:
     write(f"Build: {'with' if DERIVED else 'without'} the derived tables (copies `reads-v1-<size>-{FLAVOUR}.db`).\n")
     write("| copy | " + " | ".join(size_label(size) for size in sizes) + " |")
     write("|---|" + "---:|" * len(sizes))
@@ -340,7 +397,7 @@ def render(write: Callable[[str], None], sizes: list[int], samples: dict[tuple[i
           "of one request.\n")
     write("| case | " + " | ".join(f"{size_label(size)}" for size in sizes) + " |")
     write("|---|" + "---|" * len(sizes))
-    for case in read_cases():
+    for case in cases:
         cells = []
         for size in sizes:
             s = samples[size, case]
@@ -350,6 +407,17 @@ def render(write: Callable[[str], None], sizes: list[int], samples: dict[tuple[i
             cells.append(f"{timing}; {s.status}{items}, {s.steps:,} steps, n={len(s.wall)}")
         write(f"| `{case.shown()}` | {' | '.join(cells)} |")
     write("")
+    unbounded = [case for case in cases if samples[sizes[0], case].unbounded is not None]
+    if unbounded:
+        write("The `since` cases' page read from `after` as is, without the bound from "
+              "`deployment_events_by_created_at` (one read each): VM steps, ms.\n")
+        write("| case | " + " | ".join(size_label(size) for size in sizes) + " |")
+        write("|---|" + "---:|" * len(sizes))
+        for case in unbounded:
+            cells = [f"{samples[size, case].unbounded[0]:,} steps, {ms(samples[size, case].unbounded[1])}"
+                     for size in sizes]
+            write(f"| `{case.shown()}` | {' | '.join(cells)} |")
+        write("")
     if health:
         write(f"`GET /healthz` on `deployapi serve --threads 4` ({size_label(sizes[-1])}), alone and while four "
               f"clients loop on `{health['url']}` (statuses {health['statuses']}):\n")
@@ -381,9 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server", action="store_true", help="also time /healthz under DORA load on the largest size")
     parser.add_argument("--server-seconds", type=float, default=20, help="length of the loaded phase (default 20)")
     parser.add_argument("--writes", type=int, default=0, help="deployments (create + 3 actions) per write variant")
+    parser.add_argument("--write-variants", help="comma-separated names of WRITE_VARIANTS to measure (default all)")
+    parser.add_argument("--cases", help="only the read cases whose label contains this text")
     parser.add_argument("--output", type=Path, help="markdown report (default <db-dir>/bench_reads.md)")
     args = parser.parse_args(argv)
     sizes = sorted({int(size.replace("_", "")) for size in args.sizes.split(",")})
+    cases = [case for case in read_cases() if args.cases is None or args.cases in case.label]
+    chosen = list(WRITE_VARIANTS) if args.write_variants is None else args.write_variants.split(",")
+    unknown = set(chosen) - set(WRITE_VARIANTS)
+    if unknown:
+        parser.error(f"unknown write variants: {', '.join(sorted(unknown))}; known: {', '.join(WRITE_VARIANTS)}")
     args.db_dir.mkdir(parents=True, exist_ok=True)
     output = args.output or args.db_dir / "bench_reads.md"
     command = " ".join([os.path.relpath(sys.executable), *map(shlex.quote, sys.argv)])
@@ -399,20 +474,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     apps = {size: create_app(copies[size]) for size in sizes}
     try:
         heads = {size: apps[size].repository.event_head().id for size in sizes}
-        samples = run_reads(apps, heads, args.iterations, args.rounds)
+        samples = run_reads(apps, heads, args.iterations, args.rounds, cases)
     finally:
         for app in apps.values():
             app.close()
     health = health_under_load(copies[sizes[-1]], args.server_seconds, 4) if args.server else None
     writes = {}
     if args.writes:
-        writes["fresh files"] = measure_writes(args.db_dir, args.writes, args.rounds, None)
+        writes["fresh files"] = measure_writes(args.db_dir, args.writes, args.rounds, None, chosen)
         writes[f"copies of the {size_label(sizes[-1])} file"] = measure_writes(
-            args.db_dir, args.writes, args.rounds, copies[sizes[-1]])
+            args.db_dir, args.writes, args.rounds, copies[sizes[-1]], chosen)
 
     out: list[str] = []
     render_header(out.append, command, sizes, seeding, time.perf_counter() - began)
-    render(out.append, sizes, samples, timings, health, writes)
+    render(out.append, sizes, samples, timings, health, writes, cases)
     report = "\n".join(out) + "\n"
     print(report)
     output.write_text(report, encoding="utf-8")
