@@ -37,6 +37,10 @@ _SELECTIVE = ("version", "commit_sha", "work_ref", "label", "requester")
 UPDATED_RANGE_PROBE = 1000
 # Side tables that hold a filter's rows in listing order (schema.sql, version 8).
 _SIDE_TABLES = {"work_ref": ("deployment_work_refs", "work_ref"), "label": ("deployment_labels", "label")}
+# Drivers whose index is not in listing order and whose matches may be many
+# (up to UPDATED_RANGE_PROBE): the page is those matches sorted by their keys
+# alone.  (A commit prefix is out of listing order too, but names few.)
+_SORTED_BY_KEY = ("updated",)
 
 
 def listing_sql(query: ListQuery, *, updated_range_is_narrow: bool = False) -> tuple[str, list[object]]:
@@ -63,6 +67,13 @@ def listing_sql(query: ListQuery, *, updated_range_is_narrow: bool = False) -> t
     conditions += position
     parameters += position_parameters
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    if driver in _SORTED_BY_KEY:
+        # SQLite computes every result column of a row before it sorts it, so
+        # sorting the documents would build one per match.  The sort takes the
+        # matches' rowids only; the page's documents are built after it.
+        keys = f"SELECT d.rowid FROM {source}{where} ORDER BY {order[0]} DESC, {order[1]} DESC LIMIT ?"
+        return (f"SELECT d.created_at, d.id, {DEPLOYMENT_DOCUMENT} FROM deployments AS d WHERE d.rowid IN ({keys})"
+                " ORDER BY d.created_at DESC, d.id DESC", [*parameters, query.limit + 1])
     sql = (f"SELECT d.created_at, d.id, {DEPLOYMENT_DOCUMENT} FROM {source}{where}"
            f" ORDER BY {order[0]} DESC, {order[1]} DESC LIMIT ?")
     return sql, [*parameters, query.limit + 1]

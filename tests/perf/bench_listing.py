@@ -7,22 +7,36 @@ is ``bench_*.py``.  Run it from the project root::
 
 What it does, in order:
 
-1. Seeds one SQLite file per size (``<db-dir>/listing-v1-<size>.db``) with
+1. Seeds one SQLite file per size (``<db-dir>/listing-v8-<size>.db``) with
    deployments spread over 40 services of skewed popularity, five environments,
    realistic statuses with their full event histories, and two years of
-   ``created_at``.  A file that already holds the right number of deployments
-   is reused, so only the first run pays for seeding (5 to 7 minutes for 1M
-   on 2 cores, 2.1 GiB).  The files live outside the tree; never commit them.
+   ``created_at``; with the pipeline metadata of schema version 8: each
+   service ships releases (a version, its commit, its tickets) that are
+   deployed to a few environments each, 95% of deployments name the commit
+   (``committed_at`` before ``created_at``), every deployment carries the
+   labels ``team`` (8 teams, one per service), ``tier`` (1-3, per service) and
+   ``region`` (one of 4), and about 2% were updated days after they were
+   created (a late approval, a late rollback).  Rows are written through the
+   repository's own row writers, so the trigger fills ``deployment_work_refs``
+   and ``deployment_labels`` (checked after seeding).  A file that already
+   holds the right number of deployments is reused, so only the first run pays
+   for seeding (about 20 minutes and 4 GiB for 1M on 2 busy cores).  The
+   files live outside the tree; never commit them.
 2. Through the real WSGI app in-process (``werkzeug.test.Client(create_app(path))``)
    measures p50 and p99 of ``GET /deployments`` for all 8 combinations of the
    service/environment/status filters, each without and with a
    ``created_after``/``created_before`` range, at the first page and at a deep
    page (``--deep-pages`` pages in, reached by following ``next_cursor``
-   before timing starts).  Sizes and cases are interleaved in rounds so that
+   before timing starts); and for the filters of schema version 8
+   (``FILTER_CASES``: ``version``, ``commit_sha``, ``work_ref``, ``label``,
+   ``updated_after``/``updated_before``, alone and combined), at the first
+   page and at a page reached through a cursor, with values picked from each
+   file (``filter_values``).  Sizes and cases are interleaved in rounds so that
    noise from other work on the machine spreads over all of them alike.  Each
    request is timed by the wall clock and by the thread's CPU clock, and the
    repository call alone (SQL plus row mapping) is timed next to it, to split
-   the time.  The plan SQLite uses for every case is recorded.
+   the time.  The plan SQLite uses for every case is recorded; for the new
+   filters also the SQLite VM steps of one request and the matches.
 3. Times ``requester`` alone and combined with other filters (reported, not
    held to the targets): any query with ``requester`` walks the requester
    index and checks the other filters row by row, so its cost follows how
@@ -33,11 +47,19 @@ What it does, in order:
    those indexes.
 5. Prints markdown tables, checks the targets (p99 at the largest size within
    2x of p99 at the smallest for every case; every first page under 5 ms p99;
-   every plan a single index range scan) and writes the report to
-   ``--output`` (default ``<db-dir>/bench_listing.md``) for docs/performance.md.
+   every plan an index search: one range of one listing index for the
+   service/environment/status cases, and for the new filters no full scan and
+   no sort except of the few rows a commit prefix or a narrow updated range
+   finds) and writes the report to ``--output`` (default
+   ``<db-dir>/bench_listing.md``) for docs/performance.md.
 
 Exit status: 0 when every target is met on the wall clock and every plan is
 right, 1 otherwise (on-CPU results are reported, not enforced).
+
+``--new-filters-only`` runs only the cases of the new filters (step 2's
+second half), for a quick before/after of a change to their SQL::
+
+    .venv/bin/python tests/perf/bench_listing.py --sizes 10000,1000000 --new-filters-only
 
 ``--requester-only`` runs step 3 alone (after seeding, which the seeded files
 make a no-op), with nothing held to a target: under half a minute at 1M rows::
@@ -82,15 +104,21 @@ from run_context import code_description, machine_description
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from deployapi import create_app, ids, lifecycle, listing
-from deployapi.lifecycle import Deployment, Event, NewDeployment
-from deployapi.repository import Repository, deployments
+from deployapi import chain, create_app, ids, lifecycle, listing
+from deployapi.lifecycle import Approval, Deployment, Event, Link, NewDeployment
+from deployapi.repository import Repository, deployments, listing_sql
 
 T = TypeVar("T")
 
 # Bump when the generated data changes, so stale seeded files are not reused.
-DATASET_VERSION = 1
+# 8: the pipeline metadata of schema version 8 (commits, tickets per release,
+# labels) and histories that stop at END; 1 had none of it.
+DATASET_VERSION = 8
 SEED_BATCH = 5_000
+# The seeding connection's page cache (KiB).  The version, commit and
+# work-reference indexes take each row at a random place, and at 1M rows their
+# pages stop fitting SQLite's default 2 MiB: every insert would read pages back.
+SEED_CACHE_KIB = 512 * 1024
 
 # The seeded history ends here: fixed, so every run sees the same time windows.
 END = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
@@ -182,63 +210,161 @@ def creation_times(count: int, rng: random.Random) -> list[dt.datetime]:
 
 
 def generated_deployments(count: int, seed: int) -> Iterator[tuple[Deployment, list[Event]]]:
-    """Deployments with the status and full event history their lifecycle would have produced."""
+    """Deployments with the status and full event history their lifecycle would have produced.
+
+    Each service ships releases: a version, its commit, its tickets.  A
+    release is deployed to one environment after another (SAME_RELEASE), so a
+    version, a commit and a ticket each name a few deployments.  A history
+    stops at END: an action that would come later has not happened yet, and
+    the deployment stays in the status before it.
+    """
     rng = random.Random(seed)
     cumulative_services = list(itertools.accumulate(SERVICE_WEIGHTS))
-    versions = {service: [1, rng.randrange(0, 20), 0] for service in SERVICES}
+    releases = {service: _Release.first(service, rng) for service in SERVICES}
     for created in creation_times(count, rng):
         service = SERVICES[bisect.bisect(cumulative_services, rng.random() * cumulative_services[-1])]
         environment = rng.choices(ENVIRONMENTS, ENVIRONMENT_WEIGHTS)[0]
         recent = END - created < IN_FLIGHT_WINDOW
         status = rng.choices(RECENT_STATUSES if recent else SETTLED_STATUSES,
                              RECENT_WEIGHTS if recent else SETTLED_WEIGHTS)[0]
-        version = versions[service]
-        version[2] += 1
-        if rng.random() < 0.05:
-            version[1:] = [version[1] + 1, 0]
+        release = releases[service]
+        if not release.deployments or rng.random() >= SAME_RELEASE:
+            release = releases[service] = release.next(service, created, rng)
+        release.deployments += 1
         requester = rng.choice(ROBOTS) if rng.random() < 0.2 else rng.choice(PEOPLE)
         reviewer = rng.choice([p for p in rng.sample(PEOPLE, 2) if p != requester])
-        work_refs = [f"{service.upper()[:4]}-{rng.randrange(100, 9999)}"]
-        if rng.random() < 0.3:
-            work_refs.append(f"https://git.example.com/acme/{service}/pull/{rng.randrange(1, 5000)}")
         deployment_id = ids.new_deployment_id(created)
         stamp = lifecycle.format_timestamp(created)
-        events = [Event(id=None, deployment_id=deployment_id, sequence=1, type="created", actor=requester,
-                        note=None, from_status=None, to_status="pending_approval", created_at=stamp)]
-        reviewed_at = None
+        pipeline = rng.random() >= MANUAL
+        run = rng.randrange(10**6, 10**7)
+        labels = {"team": SERVICE_TEAMS[service], "tier": SERVICE_TIERS[service],
+                  "region": rng.choices(REGIONS, REGION_WEIGHTS)[0]}
+        created_event = Event(id=None, deployment_id=deployment_id, sequence=1, type="created", actor=requester,
+                              note=None, from_status=None, to_status="pending_approval", created_at=stamp)
+        deployment = Deployment(
+            id=deployment_id, service=service, environment=environment, version=release.version,
+            requester=requester, work_refs=release.work_refs,
+            risk=rng.choice(RISKS) if environment == "production" or rng.random() < 0.3 else None,
+            rollback_plan=rng.choice(ROLLBACK_PLANS), status="pending_approval", reviewed_by=None,
+            reviewed_at=None, created_at=stamp, updated_at=stamp,
+            commit_sha=release.commit_sha if pipeline else None,
+            repository=f"acme/{service}" if pipeline else None, ref=release.ref if pipeline else None,
+            committed_at=release.committed_at if pipeline else None,
+            links=(Link("pipeline", f"https://ci.example.com/acme/{service}/-/pipelines/{run}"),) if pipeline else (),
+            labels=labels,
+        )
+        events = [created_event]
+        changes: dict[str, object] = {}
         moment = created
         for step in _history(status, rng):
-            moment += dt.timedelta(seconds=rng.uniform(*step.delay_seconds))
+            moment += dt.timedelta(seconds=rng.uniform(*step.delay_seconds(rng)))
+            if moment >= END:
+                break
             at = lifecycle.format_timestamp(moment)
+            details: dict[str, object] | None = None
             if step.event in ("approved", "rejected"):
-                reviewed_at = at
-            actor = reviewer if step.event in ("approved", "rejected") else rng.choice((requester, "release-train"))
+                actor = reviewer
+                changes.update(reviewed_by=reviewer, reviewed_at=at)
+                if step.event == "approved":
+                    changes["approvals"] = (Approval(reviewer, None, at),)
+                    details = {"approvals": 1, "required_approvals": 1}
+            else:
+                actor = rng.choice((requester, "release-train"))
+            if step.event == "rolled_back" and release.previous_version and rng.random() < 0.7:
+                changes["rolled_back_to"] = release.previous_version
+                details = {lifecycle.TO_VERSION: release.previous_version}
             events.append(Event(id=None, deployment_id=deployment_id, sequence=len(events) + 1, type=step.event,
                                 actor=actor, note=step.note, from_status=events[-1].to_status,
-                                to_status=step.event, created_at=at))
-        deployment = Deployment(
-            id=deployment_id, service=service, environment=environment,
-            version=f"{version[0]}.{version[1]}.{version[2]}", requester=requester, work_refs=tuple(work_refs),
-            risk=rng.choice(RISKS) if environment == "production" or rng.random() < 0.3 else None,
-            rollback_plan=rng.choice(ROLLBACK_PLANS), status=status,
-            reviewed_by=reviewer if reviewed_at else None, reviewed_at=reviewed_at,
-            created_at=stamp, updated_at=events[-1].created_at,
-        )
+                                to_status=step.event, created_at=at, details=details))
+        deployment = dataclasses.replace(deployment, status=events[-1].to_status,
+                                         updated_at=events[-1].created_at, **changes)
         yield deployment, events
+
+
+# Pipeline metadata (schema version 8).  A team owns each service and labels its
+# deployments with the team, the service's tier and the region deployed to.
+TEAMS = ("storefront", "payments", "search", "platform", "identity", "orders", "growth", "data")
+SERVICE_TEAMS = {service: TEAMS[rank % len(TEAMS)] for rank, service in enumerate(SERVICES)}
+SERVICE_TIERS = {service: "1" if rank < 8 else "2" if rank < 24 else "3" for rank, service in enumerate(SERVICES)}
+REGIONS = ("eu-west-1", "us-east-1", "us-west-2", "ap-southeast-1")
+REGION_WEIGHTS = (40, 30, 20, 10)
+# A deployment ships its service's current release again (to another
+# environment, or once more) with this chance, else a new release: 2.5
+# deployments per version on average.
+SAME_RELEASE = 0.6
+# Made by hand: no commit, repository, ref, committed_at or links.
+MANUAL = 0.05
+# A ticket spans two releases with this chance; a release names a second ticket, or a pull request.
+TICKET_CARRIES_OVER = 0.35
+SECOND_TICKET = 0.3
+PULL_REQUEST = 0.3
+
+
+@dataclasses.dataclass
+class _Release:
+    """What the deployments of one version of a service share."""
+
+    version: str
+    commit_sha: str
+    committed_at: str
+    ref: str
+    work_refs: tuple[str, ...]
+    ticket: int  # the service's last ticket number used
+    pull_request: int
+    previous_version: str | None = None
+    deployments: int = 0
+
+    @classmethod
+    def first(cls, service: str, rng: random.Random) -> _Release:
+        """A placeholder: the service's first deployment cuts its first release."""
+        version = f"{rng.randrange(1, 10)}.{rng.randrange(0, 200)}.0"
+        return cls(version, "", "", "", (), rng.randrange(100, 2000), rng.randrange(1, 500))
+
+    def next(self, service: str, created: dt.datetime, rng: random.Random) -> _Release:
+        """The release after this one, first deployed at ``created``: committed up to two days before."""
+        major, minor, patch = map(int, self.version.split("."))
+        version = f"{major}.{minor + 1}.0" if rng.random() < 0.08 else f"{major}.{minor}.{patch + 1}"
+        project = service.upper()[:4]
+        ticket = self.ticket
+        refs = [self.work_refs[0]] if self.work_refs and rng.random() < TICKET_CARRIES_OVER else []
+        for _ in range(2 if rng.random() < SECOND_TICKET else 1):
+            if len(refs) < 2:
+                ticket += 1
+                refs.append(f"{project}-{ticket}")
+        pull_request = self.pull_request
+        if rng.random() < PULL_REQUEST:
+            pull_request += 1
+            refs.append(f"https://git.example.com/acme/{service}/pull/{pull_request}")
+        committed = created - dt.timedelta(seconds=rng.uniform(300, 2 * 86400))
+        ref = f"refs/heads/release/{major}.{minor}" if rng.random() < 0.1 else "refs/heads/main"
+        return _Release(version=version, commit_sha=f"{rng.getrandbits(160):040x}",
+                        committed_at=lifecycle.format_timestamp(committed), ref=ref, work_refs=tuple(refs),
+                        ticket=ticket, pull_request=pull_request,
+                        previous_version=self.version if self.deployments else None)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Step:
     event: str
-    delay_seconds: tuple[float, float]
+    delay: tuple[float, float]  # seconds after the previous event
     note: str | None = None
+    # Now and then the step waits much longer: an approval for a change window,
+    # a rollback of a change found bad days later.  These are the deployments
+    # updated long after they were created.
+    late_share: float = 0.0
+    late_delay: tuple[float, float] = (0.0, 0.0)
+
+    def delay_seconds(self, rng: random.Random) -> tuple[float, float]:
+        return self.late_delay if self.late_share and rng.random() < self.late_share else self.delay
 
 
-_APPROVE = _Step("approved", (120, 4 * 3600))
+_DAY = 86400
+_APPROVE = _Step("approved", (120, 4 * 3600), late_share=0.015, late_delay=(_DAY, 21 * _DAY))
 _START = _Step("started", (60, 1800))
 _SUCCEED = _Step("succeeded", (120, 1500))
 _FAIL = _Step("failed", (60, 1500), "health checks failed after rollout")
-_ROLL_BACK = _Step("rolled_back", (300, 7200), "error rate rose; rolled back to the previous version")
+_ROLL_BACK = _Step("rolled_back", (300, 7200), "error rate rose; rolled back to the previous version",
+                   late_share=0.2, late_delay=(_DAY, 14 * _DAY))
 
 
 def _history(status: str, rng: random.Random) -> list[_Step]:
@@ -271,6 +397,8 @@ def seed(path: Path, size: int) -> float | None:
     started = time.perf_counter()
     repo = Repository(path)
     try:
+        with repo._write() as conn:  # the connection every batch below writes on
+            conn.execute(f"PRAGMA cache_size = -{SEED_CACHE_KIB}")
         rows = generated_deployments(size, seed=20261126 + size)
         done = 0
         while done < size:
@@ -285,8 +413,10 @@ def seed(path: Path, size: int) -> float | None:
             with repo._write() as conn:
                 for deployment, events in batch:
                     deployments._insert_deployment(conn, deployment)
+                    content = chain.creation_content(deployment)
                     for event in events:
-                        deployments._append_event(conn, event, deployments._chain_head(conn))
+                        deployments._append_event(conn, event, deployments._chain_head(conn),
+                                                  content if event.type == "created" else None)
             done += len(batch)
             print(f"\r  seeding {path.name}: {done:,}/{size:,}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
@@ -296,10 +426,25 @@ def seed(path: Path, size: int) -> float | None:
     # checkpointed database, as a long-running server would mostly see.
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        check_side_tables(conn)
     return time.perf_counter() - started
 
 
+def check_side_tables(conn: sqlite3.Connection) -> None:
+    """Fail unless the trigger filled deployment_work_refs and deployment_labels for every seeded row.
+
+    The ?work_ref= and ?label= cases read those tables, not the JSON columns.
+    """
+    for table, column in (("deployment_work_refs", "work_refs"), ("deployment_labels", "labels")):
+        stored = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        expected = conn.execute(f"SELECT count(*) FROM deployments, json_each(deployments.{column})").fetchone()[0]
+        if stored != expected:
+            raise RuntimeError(f"{table} holds {stored:,} rows, the deployments name {expected:,}")
+
+
 # --- listing cases -------------------------------------------------------------
+
+Params = tuple[tuple[str, str], ...]  # a query string's (name, value) pairs, in order; a name may repeat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,11 +456,129 @@ class Case:
     def cells(self) -> str:
         return f"{'+'.join(self.filters) or '(none)'} | {'yes' if self.ranged else 'no'} | {self.page}"
 
+    def params(self, values: dict[str, str]) -> Params:
+        ranged = (("created_after", lifecycle.format_timestamp(RANGE_AFTER)),
+                  ("created_before", lifecycle.format_timestamp(RANGE_BEFORE))) if self.ranged else ()
+        return tuple((name, values[name]) for name in self.filters) + ranged
+
 
 def all_cases() -> list[Case]:
     combinations = [c for n in range(4) for c in itertools.combinations(("service", "environment", "status"), n)]
     return [Case(filters, ranged, page)
             for filters in combinations for ranged in (False, True) for page in ("first", "deep")]
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterCase:
+    """A case of the filters of schema version 8: a name, its query string, and the page measured.
+
+    The values come from each seeded file (``filter_values``): a version, a
+    commit and a ticket that exist in it, and time bounds relative to the end
+    of its history, so that every size asks the same question of its own data.
+    """
+
+    name: str
+    params: tuple[tuple[str, str], ...]  # (query parameter, name of its value in filter_values)
+    page: str  # "first", or "cursor": a page reached through next_cursor
+    held: bool = True  # held to the targets, or only reported (FILTER_PROBES)
+
+    def cells(self) -> str:
+        return f"{self.name} | {self.page}"
+
+    def query_string(self, values: dict[str, str]) -> Params:
+        return tuple((name, values[key]) for name, key in self.params)
+
+
+# (name, parameters): each new filter alone, with service / environment / status,
+# and with each other (docs/performance.md, "The filters of version 8").
+FILTER_CASES = (
+    ("version", (("version", "version"),)),
+    ("version + environment", (("version", "version"), ("environment", "environment"))),
+    ("commit_sha, 7-character prefix", (("commit_sha", "commit_prefix"),)),
+    ("commit_sha, full", (("commit_sha", "commit_sha"),)),
+    ("commit_sha prefix + environment", (("commit_sha", "commit_prefix"), ("environment", "environment"))),
+    ("work_ref", (("work_ref", "work_ref"),)),
+    ("work_ref + status", (("work_ref", "work_ref"), ("status", "status"))),
+    ("label", (("label", "label"),)),
+    ("two labels", (("label", "label"), ("label", "second_label"))),
+    ("label + service", (("label", "label"), ("service", "service"))),
+    ("label + version", (("label", "label"), ("version", "version"))),
+    ("updated_after, last 10 minutes", (("updated_after", "last_10_minutes"),)),
+    ("updated_after, last day", (("updated_after", "last_day"),)),
+    ("updated_after, a year back", (("updated_after", "a_year_back"),)),
+    ("updated_before, a year back", (("updated_before", "a_year_back"),)),
+    ("updated range, last 7 days + status", (("updated_after", "last_7_days"), ("updated_before", "history_end"),
+                                              ("status", "failed"))),
+    ("updated_after, last day + service", (("updated_after", "last_day"), ("service", "service"))),
+    ("updated_after, last day + work_ref", (("updated_after", "last_day"), ("work_ref", "recent_work_ref"))),
+)
+# Labels of the seeded data: the team that owns the default service, and a region.
+LABEL = f"team={SERVICE_TEAMS[SERVICES[0]]}"
+SECOND_LABEL = f"region={REGIONS[0]}"
+
+
+# Outside the targets: combinations where the driver the listing picks reads
+# far more than a page (docs/performance.md, "The filters of version 8").
+FILTER_PROBES = (
+    # The label drives, and few of its deployments are of that service.
+    ("label + rare service", (("label", "rare_label"), ("service", "rare_service"))),
+    # The label drives, and none of its deployments are of that service.
+    ("label + a service of another team", (("label", "label"), ("service", "other_team_service"))),
+    # A wide updated range reads in the service's listing order, and fewer
+    # than a page of that service's deployments are in the range.
+    ("updated range, last 7 days + rare service", (("updated_after", "last_7_days"),
+                                                    ("service", "rare_service"))),
+)
+
+
+def filter_cases() -> list[FilterCase]:
+    return [FilterCase(name, params, page) for name, params in FILTER_CASES for page in ("first", "cursor")] \
+        + [FilterCase(name, params, "first", held=False) for name, params in FILTER_PROBES]
+
+
+def filter_values(path: Path, values: dict[str, str]) -> dict[str, str]:
+    """The values the version-8 cases ask for in one seeded file.
+
+    The newest version of the default service deployed at least four times,
+    twice to the default environment (so that version + environment has a
+    second page), its commit, and the newest of that service's tickets named
+    by at least three deployments of which two have the default status.  Time
+    bounds count back from the history's last event.
+    """
+    service, environment, status = values["service"], values["environment"], values["status"]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        version, commit_sha = conn.execute(
+            "SELECT version, max(commit_sha) FROM deployments INDEXED BY deployments_by_service"
+            " WHERE service = ? GROUP BY version"
+            " HAVING count(*) >= 4 AND sum(environment = ?) >= 2 AND count(DISTINCT commit_sha) = 1"
+            " ORDER BY max(created_at) DESC LIMIT 1", (service, environment)).fetchone()
+        work_ref = conn.execute(
+            "SELECT w.work_ref FROM deployment_work_refs AS w JOIN deployments AS d ON d.id = w.deployment_id"
+            " WHERE d.service = ? AND w.work_ref NOT LIKE 'http%' GROUP BY w.work_ref"
+            " HAVING count(*) >= 3 AND sum(d.status = ?) >= 2"
+            " ORDER BY max(w.deployment_created_at) DESC LIMIT 1", (service, status)).fetchone()[0]
+        end = dt.datetime.fromisoformat(conn.execute("SELECT max(updated_at) FROM deployments").fetchone()[0])
+        # A ticket of a deployment updated in the last day, for work_ref combined with an updated range.
+        recent_work_ref = conn.execute(
+            "SELECT w.work_ref FROM deployments AS d INDEXED BY deployments_by_updated"
+            " JOIN deployment_work_refs AS w ON w.deployment_id = d.id AND w.deployment_created_at = d.created_at"
+            " WHERE d.updated_at >= ? AND w.work_ref NOT LIKE 'http%' ORDER BY d.updated_at DESC LIMIT 1",
+            (lifecycle.format_timestamp(end - dt.timedelta(days=1)),)).fetchone()[0]
+
+    def stamp(moment: dt.datetime) -> str:
+        return lifecycle.format_timestamp(moment)
+
+    return {
+        "service": service, "environment": environment, "status": status, "failed": "failed",
+        "version": version, "commit_sha": commit_sha, "commit_prefix": commit_sha[:7],
+        "work_ref": work_ref, "recent_work_ref": recent_work_ref,
+        "label": LABEL, "second_label": SECOND_LABEL,
+        "rare_service": SERVICES[-1], "rare_label": f"region={REGIONS[-1]}",
+        "other_team_service": next(other for other in SERVICES if f"team={SERVICE_TEAMS[other]}" != LABEL),
+        "history_end": stamp(end + dt.timedelta(microseconds=1)),
+        "last_10_minutes": stamp(end - dt.timedelta(minutes=10)), "last_day": stamp(end - dt.timedelta(days=1)),
+        "last_7_days": stamp(end - dt.timedelta(days=7)), "a_year_back": stamp(end - dt.timedelta(days=365)),
+    }
 
 
 @dataclasses.dataclass
@@ -326,6 +589,9 @@ class Prepared:
     queries: list[listing.ListQuery]
     page_number: int  # the (deepest) page measured; 1 for the first page
     items: int  # items on that page
+    # How the measured page was reached: "" through full pages of the default
+    # limit, or "after item 1" through a first page of limit=1 (few matches).
+    reached: str = ""
     http_ms: list[float] = dataclasses.field(default_factory=list)  # wall clock
     cpu_ms: list[float] = dataclasses.field(default_factory=list)  # on-CPU time of the same requests
     repo_ms: list[float] = dataclasses.field(default_factory=list)
@@ -335,48 +601,61 @@ class Prepared:
         self.cpu_ms.clear()
         self.repo_ms.clear()
 
+    def page_cell(self) -> str:
+        return f"{self.reached or self.page_number} ({self.items})"
 
-def prepare(client: Client, repo: Repository, case: Case, values: dict[str, str], deep_pages: int) -> Prepared | None:
+
+def prepare(client: Client, repo: Repository, params: Params, page: str, deep_pages: int) -> Prepared | None:
     """Walk to the page the case measures, untimed.
 
-    The deep case measures full pages only, so that it renders as many items
-    at every size; it is None when the result has no full page after the first.
+    A deep (or cursor) page is a full page only, so that it renders as many
+    items at every size: the last full page up to ``deep_pages``.  A cursor
+    case whose matches fill no second page measures instead the page after
+    the first item (its cursor from a page of ``limit=1``), which exercises
+    the same cursor condition; it is None when there is only one match.
     """
-    args = {name: values[name] for name in case.filters}
-    if case.ranged:
-        args["created_after"] = lifecycle.format_timestamp(RANGE_AFTER)
-        args["created_before"] = lifecycle.format_timestamp(RANGE_BEFORE)
-
-    def with_cursor(cursor: str | None) -> dict[str, str]:
-        return args | {"cursor": cursor} if cursor else args
+    def with_cursor(cursor: str | None) -> Params:
+        return (*params, ("cursor", cursor)) if cursor else params
 
     def url(cursor: str | None) -> str:
-        params = with_cursor(cursor)
-        return f"/deployments?{urlencode(params)}" if params else "/deployments"
+        query = with_cursor(cursor)
+        return f"/deployments?{urlencode(query)}" if query else "/deployments"
 
-    page = _get_json(client, url(None))
+    page_json = _get_json(client, url(None))
     cursors: list[str | None] = [None]  # cursors[n - 1] opens page n
-    sizes = [len(page["items"])]  # sizes[n - 1]: items on page n
-    if case.page == "deep":
-        while page["next_cursor"] is not None and len(cursors) < deep_pages:
-            cursors.append(page["next_cursor"])
-            page = _get_json(client, url(cursors[-1]))
-            sizes.append(len(page["items"]))
-        full = [n for n in range(2, len(cursors) + 1) if sizes[n - 1] == listing.DEFAULT_LIMIT]
-        if not full:
+    sizes = [len(page_json["items"])]  # sizes[n - 1]: items on page n
+    reached = ""
+    if page in ("deep", "cursor"):
+        while page_json["next_cursor"] is not None and len(cursors) < deep_pages:
+            cursors.append(page_json["next_cursor"])
+            page_json = _get_json(client, url(cursors[-1]))
+            sizes.append(len(page_json["items"]))
+        numbers = [n for n in range(2, len(cursors) + 1) if sizes[n - 1] == listing.DEFAULT_LIMIT][-DEEP_CURSORS:]
+        if not numbers and page == "cursor":
+            after_one = _get_json(client, f"/deployments?{urlencode((*params, ('limit', '1')))}")["next_cursor"]
+            if after_one is not None:
+                cursors, numbers, reached = [None, after_one], [2], "after item 1"
+                sizes = [1, len(_get_json(client, url(after_one))["items"])]
+        if not numbers:
             return None
         # Rotate over the last few full pages rather than hammering one.
-        numbers = full[-DEEP_CURSORS:]
     else:
         numbers = [1]
     measured = [cursors[n - 1] for n in numbers]
+    cursor_key = bytes.fromhex(repo.setting("cursor_key"))
     return Prepared(
         urls=[url(cursor) for cursor in measured],
-        queries=[listing.parse_list_query({name: [value] for name, value in with_cursor(cursor).items()},
-                                          bytes.fromhex(repo.setting("cursor_key")))
-                 for cursor in measured],
-        page_number=numbers[-1], items=sizes[numbers[-1] - 1],
+        queries=[listing.parse_list_query(_grouped(with_cursor(cursor)), cursor_key) for cursor in measured],
+        page_number=numbers[-1], items=sizes[numbers[-1] - 1], reached=reached,
     )
+
+
+def _grouped(params: Params) -> dict[str, list[str]]:
+    """A query string's values by name, as parse_list_query takes them."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in params:
+        grouped.setdefault(name, []).append(value)
+    return grouped
 
 
 def _get_json(client: Client, url: str) -> dict:
@@ -452,7 +731,16 @@ def client_overhead_ms(iterations: int) -> float:
 
 
 def query_plan(repo: Repository, query: listing.ListQuery) -> str:
-    """SQLite's plan for the statement ``list_deployments`` really runs for ``query`` (bound values inlined)."""
+    """SQLite's plan for the listing statement ``list_deployments`` runs for ``query``, its steps joined by " / "."""
+    return " / ".join(query_plans(repo, query)["listing"])
+
+
+def query_plans(repo: Repository, query: listing.ListQuery) -> dict[str, list[str]]:
+    """SQLite's plan for each statement ``list_deployments`` really runs for ``query`` (bound values inlined).
+
+    "listing" is the page's statement; "probe", when there is one, the count
+    of the updated range that comes first (repository/pages.py).
+    """
     statements: list[str] = []
     # The pool hands connections out last-in first-out, so on one thread the
     # connection borrowed here is the one list_deployments borrows next.
@@ -464,10 +752,65 @@ def query_plan(repo: Repository, query: listing.ListQuery) -> str:
         with repo._read() as conn:
             conn.set_trace_callback(None)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    if len(selects) != 1:
-        raise RuntimeError(f"expected one SELECT from list_deployments, traced {statements!r}")
+    if not 1 <= len(selects) <= 2:
+        raise RuntimeError(f"expected one or two SELECTs from list_deployments, traced {statements!r}")
     with repo._read() as conn:
-        return " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + selects[0]))
+        return {"probe" if len(selects) == 2 and n == 0 else "listing":
+                [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + select)] for n, select in enumerate(selects)}
+
+
+# The indexes whose order is not listing order, so the plan sorts what they
+# find: a commit prefix (few matches) and an updated range the probe found
+# narrow (under UPDATED_RANGE_PROBE rows).
+SORTED_DRIVERS = ("deployments_by_commit_sha", "deployments_by_updated")
+
+
+def plan_problem(steps: list[str], *, single: bool) -> str | None:
+    """What is wrong with a listing plan, or None: a full scan, a sort of a driver in listing order, no index.
+
+    ``single``: the plan must be one step (the service / environment / status
+    cases: one range of one index).  Otherwise the driver may be a side
+    table joined to deployments by primary key, with EXISTS subqueries.
+    """
+    first = steps[0]
+    if not (first.startswith("SEARCH ") or first == "SCAN d USING INDEX deployments_newest_first"):
+        return "does not start with an index search"
+    scans = [step for step in steps
+             if step.startswith("SCAN ") and step != "SCAN d USING INDEX deployments_newest_first"]
+    if scans:
+        return f"scans: {scans[0]}"
+    if any("TEMP B-TREE" in step for step in steps) and not any(index in step for step in steps
+                                                                  for index in SORTED_DRIVERS):
+        return "sorts rows that an index in listing order should give"
+    if single and len(steps) > 1:
+        return "more than one step"
+    return None
+
+
+def vm_steps(app, url: str) -> int:
+    """SQLite VM steps of one request, counted in hundreds by a progress handler: the work, without the noise."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    with app.repository._read() as conn:
+        conn.set_progress_handler(count, 100)
+    try:
+        _get_json(Client(app), url)
+    finally:
+        with app.repository._read() as conn:
+            conn.set_progress_handler(None, 100)
+    return steps * 100
+
+
+def count_matches(repo: Repository, query: listing.ListQuery) -> int:
+    """How many deployments match the query's filters (all pages), with the listing's own statement unbounded."""
+    sql, parameters = listing_sql(dataclasses.replace(query, after=None))
+    with repo._read() as conn:
+        return conn.execute(f"SELECT count(*) FROM ({sql})", [*parameters[:-1], -1]).fetchone()[0]
 
 
 # --- requester combined with other filters (outside the targets) ----------------
@@ -837,29 +1180,158 @@ def requester_entries_read(path: Path, probe_args: dict[str, str], limit: int) -
     return read
 
 
-def render_report(*, command: str, sizes: list[int], values: dict[str, str], iterations: int, deep_pages: int,
-                  seeding: dict[int, tuple[float | None, int]], prepared: dict[tuple[int, Case], Prepared | None],
-                  plans: dict[Case, str], overhead: float, gc_pauses: GcPauses,
-                  probes: dict[tuple[int, str], tuple[list[float], list[float]]],
-                  probe_plans: dict[str, tuple[str, int]], creates: dict[str, dict[str, object]],
-                  runtime_s: float) -> tuple[str, dict[str, list[str]]]:
-    """The markdown report, and the missed targets judged on the wall clock, on CPU time, and by query plan."""
+def latency_row(case: Case | FilterCase, sizes: list[int],
+                prepared: dict[tuple[int, Case | FilterCase], Prepared | None], misses: dict[str, list[str]]) -> str:
+    """A latency row: p50 / p99 (CPU p99) per size, the ratio of the extremes, the verdicts; adds to ``misses``."""
     smallest, largest = sizes[0], sizes[-1]
-    cases = all_cases()
-    misses: dict[str, list[str]] = {"wall": [], "CPU": [], "plan": []}
-    out: list[str] = []
-    write = out.append
+    cells = []
+    for size in sizes:
+        p = prepared.get((size, case))
+        cells.append("n/a" if p is None else f"{ms(percentile(p.http_ms, 0.5))} / "
+                     f"{ms(percentile(p.http_ms, 0.99))} ({ms(percentile(p.cpu_ms, 0.99))})")
+    small, large = prepared.get((smallest, case)), prepared.get((largest, case))
+    ratio = ""
+    if small and large and len(sizes) > 1:
+        ratio = (f"{percentile(large.http_ms, 0.99) / percentile(small.http_ms, 0.99):.2f}x "
+                 f"({percentile(large.cpu_ms, 0.99) / percentile(small.cpu_ms, 0.99):.2f}x)")
+    verdicts = {}
+    for clock in ("wall", "CPU"):
+        found = target_misses(case, [prepared.get((size, case)) for size in sizes], sizes, clock)
+        if not getattr(case, "held", True):
+            verdicts[clock] = "reported only: " + "; ".join(found) if found else "reported only"
+            continue
+        verdicts[clock] = "MISS: " + "; ".join(found) if found else "ok"
+        misses[clock] += [f"{case.cells().replace(' | ', ', ')}: {miss}" for miss in found]
+    return f"| {case.cells()} | {' | '.join(cells)} | {ratio} | {verdicts['wall']} | {verdicts['CPU']} |"
 
-    render_header(write, command, sizes, seeding, runtime_s)
+
+@dataclasses.dataclass
+class NewFilterFacts:
+    """What the version-8 cases read at each size, besides their timings."""
+
+    values: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)  # filter_values per size
+    plans: dict[tuple[int, FilterCase], dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+    steps: dict[tuple[int, FilterCase], int] = dataclasses.field(default_factory=dict)  # VM steps of one request
+    matches: dict[tuple[int, FilterCase], int] = dataclasses.field(default_factory=dict)  # all pages
+    data: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)  # pipeline_data per size
+
+
+def pipeline_data(path: Path) -> dict[str, int]:
+    """What one seeded file holds for the version-8 filters."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        def one(sql: str) -> int:
+            return conn.execute(sql).fetchone()[0]
+
+        return {
+            "deployments": one("SELECT count(*) FROM deployments"),
+            "with a commit": one("SELECT count(commit_sha) FROM deployments"),
+            "distinct versions": one("SELECT count(DISTINCT version) FROM deployments"),
+            "most deployments of one version": one(
+                "SELECT max(n) FROM (SELECT count(*) AS n FROM deployments GROUP BY version)"),
+            "distinct commits": one("SELECT count(DISTINCT commit_sha) FROM deployments"),
+            "deployment_work_refs rows": one("SELECT count(*) FROM deployment_work_refs"),
+            "distinct work references": one("SELECT count(DISTINCT work_ref) FROM deployment_work_refs"),
+            "deployment_labels rows": one("SELECT count(*) FROM deployment_labels"),
+            "updated more than a day after creation": one(
+                "SELECT count(*) FROM deployments WHERE julianday(updated_at) - julianday(created_at) > 1"),
+        }
+
+
+def render_filter_cases(write: Callable[[str], None], sizes: list[int], cases: list[FilterCase],
+                        prepared: dict[tuple[int, Case | FilterCase], Prepared | None], new: NewFilterFacts,
+                        deep_pages: int, misses: dict[str, list[str]]) -> None:
+    """The version-8 cases: values, latency, what each reads, the plans; adds to ``misses``."""
+    smallest, largest = sizes[0], sizes[-1]
+    write("### The filters of version 8\n")
+    write("What each seeded file holds for them:\n")
+    write("| | " + " | ".join(size_label(size) for size in sizes) + " |")
+    write("|---|" + "---:|" * len(sizes))
+    for name in new.data[smallest]:
+        write(f"| {name} | " + " | ".join(f"{new.data[size][name]:,}" for size in sizes) + " |")
+    write("")
+    write("The values asked for, picked from each file by one rule (`filter_values`):\n")
+    write("| value | " + " | ".join(size_label(size) for size in sizes) + " |")
+    write("|---|" + "---|" * len(sizes))
+    for name in new.values[smallest]:
+        write(f"| {name} | " + " | ".join(f"`{new.values[size][name]}`" for size in sizes) + " |")
+    write("")
+    write(f"Cursor page: the last full page up to page {deep_pages} through `next_cursor`, or, when the matches "
+          "fill no second page, the page after the first item (its cursor from a first page of `limit=1`, "
+          "then the default limit); n/a when there is one match or none.\n")
+    write("#### Latency (ms)\n")
+    header = " | ".join(f"{size_label(size)} p50 / p99 (CPU p99)" for size in sizes)
+    write(f"| case | page | {header} | p99 {size_label(largest)}/{size_label(smallest)} wall (CPU) "
+          "| targets on wall clock | on CPU time |")
+    write("|---|---|" + "---:|" * len(sizes) + "---:|---|---|")
+    for case in cases:
+        write(latency_row(case, sizes, prepared, misses))
+    write("")
+    write("#### What each case reads\n")
+    write("Page measured (items on it), matches over all pages, and the SQLite VM steps of one request (counted "
+          "by a progress handler: deterministic, so work that grows with the table shows here first). Driver: "
+          "the first step of the listing statement's plan.\n")
+    labels = " / ".join(size_label(size) for size in sizes)
+    write(f"| case | page | page (items) {labels} | matches {labels} | VM steps {labels} | driver {labels} |")
+    write("|---|---|---:|---:|---:|---|")
+    for case in cases:
+        pages, matches, steps, drivers = [], [], [], []
+        for size in sizes:
+            p = prepared.get((size, case))
+            pages.append("–" if p is None else p.page_cell())
+            matches.append(f"{new.matches[size, case]:,}" if (size, case) in new.matches else "–")
+            steps.append(f"{new.steps[size, case]:,}" if (size, case) in new.steps else "–")
+            plan = new.plans.get((size, case))
+            drivers.append("–" if plan is None else _driver(plan["listing"]))
+        write(f"| {case.cells()} | {' / '.join(pages)} | {' / '.join(matches)} | {' / '.join(steps)} | "
+              f"{' / '.join(drivers)} |")
+    write("")
+    write("#### Query plans\n")
+    write("`EXPLAIN QUERY PLAN` of the statements the repository ran (traced), steps joined by ` / `: the "
+          "listing statement, after the updated range's probe when there is one. At "
+          f"{size_label(largest)}, and at {size_label(smallest)} where it differs.\n")
+    write("| case | page | size | plan |")
+    write("|---|---|---|---|")
+    for case in cases:
+        shown: list[str] = []
+        for size in (largest, smallest):
+            plans = new.plans.get((size, case))
+            if plans is None:
+                continue
+            text = " / ".join(plans["listing"])
+            if "probe" in plans:
+                text = f"probe: {' / '.join(plans['probe'])}` then `{text}"
+            problem = plan_problem(plans["listing"], single=False)
+            if problem:
+                misses["plan"].append(f"{case.cells().replace(' | ', ', ')} at {size_label(size)}: {problem}: {text}")
+            if text not in shown:
+                write(f"| {case.cells()} | {size_label(size)} | `{text}` |")
+                shown.append(text)
+    write("")
+
+
+def _driver(steps: list[str]) -> str:
+    """The index or table the plan reads the matches from, e.g. ``deployments_by_version`` or a side table."""
+    for step in steps:
+        if step.startswith("SEARCH w "):
+            return "side table (primary key)"
+        for word in step.split():
+            if word.startswith("deployments_"):
+                return f"`{word}`"
+    return steps[0]
+
+
+def render_listing(write: Callable[[str], None], sizes: list[int], values: dict[str, str], deep_pages: int,
+                   cases: list[Case], prepared: dict[tuple[int, Case | FilterCase], Prepared | None],
+                   plans: dict[Case, str], misses: dict[str, list[str]]) -> None:
+    """The service / environment / status cases: latency, the repository's share, the plans; adds to ``misses``."""
+    smallest, largest = sizes[0], sizes[-1]
     write(f"Filter values: `service={values['service']}`, `environment={values['environment']}`, "
           f"`status={values['status']}`; range: `created_after={lifecycle.format_timestamp(RANGE_AFTER)}`, "
           f"`created_before={lifecycle.format_timestamp(RANGE_BEFORE)}` ({(RANGE_BEFORE - RANGE_AFTER).days} days). "
           f"Limit {listing.DEFAULT_LIMIT} (the default). Deep page: page {deep_pages}, reached by following "
           f"`next_cursor` before timing starts, or the last full page when the result is shorter; the timed "
           f"requests rotate over the cursors of the last {DEEP_CURSORS} full pages walked, and the case is "
-          f"n/a when no full page follows the first. {iterations} timed requests per case and size, "
-          f"interleaved over sizes and cases in rounds. Times in milliseconds, in-process through "
-          f"`werkzeug.test.Client(create_app(path))`, response body read.\n")
+          f"n/a when no full page follows the first.\n")
 
     write("### GET /deployments latency (ms)\n")
     write("Wall clock p50 / p99, and in brackets the p99 of the thread's on-CPU time for the same requests "
@@ -869,36 +1341,11 @@ def render_report(*, command: str, sizes: list[int], values: dict[str, str], ite
           "| targets on wall clock | on CPU time |")
     write("|---|---|---|" + "---:|" * len(sizes) + "---:|---|---|")
     for case in cases:
-        cells = []
-        for size in sizes:
-            p = prepared.get((size, case))
-            cells.append("n/a" if p is None else f"{ms(percentile(p.http_ms, 0.5))} / "
-                         f"{ms(percentile(p.http_ms, 0.99))} ({ms(percentile(p.cpu_ms, 0.99))})")
-        small, large = prepared.get((smallest, case)), prepared.get((largest, case))
-        ratio = ""
-        if small and large and len(sizes) > 1:
-            ratio = (f"{percentile(large.http_ms, 0.99) / percentile(small.http_ms, 0.99):.2f}x "
-                     f"({percentile(large.cpu_ms, 0.99) / percentile(small.cpu_ms, 0.99):.2f}x)")
-        verdicts = {}
-        for clock in ("wall", "CPU"):
-            found = target_misses(case, [prepared.get((size, case)) for size in sizes], sizes, clock)
-            verdicts[clock] = "MISS: " + "; ".join(found) if found else "ok"
-            misses[clock] += [f"{case.cells().replace(' | ', ', ')}: {miss}" for miss in found]
-        write(f"| {case.cells()} | {' | '.join(cells)} | {ratio} | {verdicts['wall']} | {verdicts['CPU']} |")
+        write(latency_row(case, sizes, prepared, misses))
     write("")
-    stalled = {size: [wall - cpu for (at, _), p in prepared.items() if p is not None and at == size
-                      for wall, cpu in zip(p.http_ms, p.cpu_ms, strict=True)] for size in sizes}
-    write("Requests whose wall time exceeded their on-CPU time by more than 1 ms (descheduled, or waiting for "
-          "I/O): " + ", ".join(
-              f"{size_label(size)} {sum(d > 1 for d in gaps) / len(gaps):.1%} of {len(gaps):,}"
-              for size, gaps in stalled.items() if gaps) + ". "
-          f"Python garbage collections during timing: gen0 {gc_pauses.counts[0]:,}, gen1 {gc_pauses.counts[1]:,}, "
-          f"gen2 {gc_pauses.counts[2]:,}; the longest took {ms(gc_pauses.longest_ms)} ms.\n")
-
     write("### Where the time goes\n")
     write("The repository call alone (`Repository.list_deployments`: SQL and SQLite's JSON), timed right after "
-          "each request, next to the page number the deep case reached and the items on it. "
-          f"What werkzeug.test.Client itself adds to a request (a do-nothing WSGI app): {ms(overhead)} ms p50.\n")
+          "each request, next to the page number the deep case reached and the items on it.\n")
     header = " | ".join(f"repository {size_label(size)} p50 / p99" for size in sizes)
     write(f"| filters | range | page | page no. (items) {' / '.join(size_label(s) for s in sizes)} | "
           f"{header} | HTTP − repository p50 at {size_label(largest)} |")
@@ -924,15 +1371,51 @@ def render_report(*, command: str, sizes: list[int], values: dict[str, str], ite
             write(f"| {case.cells().rsplit(' | ', 1)[0]} | `{plans[case]}` |")
     # One pass over one index in listing order: SEARCH with a range, or SCAN in
     # index order for the unfiltered first page; never a sort (TEMP B-TREE).
-    bad = [case for case, plan in plans.items()
-           if not plan.startswith(("SEARCH deployments USING INDEX", "SCAN deployments USING INDEX"))
-           or "TEMP B-TREE" in plan or " / " in plan]
-    for case in bad:
-        misses["plan"].append(f"{case.cells().replace(' | ', ', ')}: not one index range scan: {plans[case]}")
+    for case, plan in plans.items():
+        problem = plan_problem(plan.split(" / "), single=True)
+        if problem:
+            misses["plan"].append(f"{case.cells().replace(' | ', ', ')}: not one index range scan ({problem}): {plan}")
     write("")
+
+
+
+def render_report(*, command: str, sizes: list[int], values: dict[str, str], iterations: int,
+                  probe_iterations: int, deep_pages: int,
+                  seeding: dict[int, tuple[float | None, int]], cases: list[Case], new_cases: list[FilterCase],
+                  prepared: dict[tuple[int, Case | FilterCase], Prepared | None],
+                  plans: dict[Case, str], new: NewFilterFacts, overhead: float, gc_pauses: GcPauses,
+                  probes: dict[tuple[int, str], tuple[list[float], list[float]]],
+                  probe_plans: dict[str, tuple[str, int]], creates: dict[str, dict[str, object]],
+                  runtime_s: float) -> tuple[str, dict[str, list[str]]]:
+    """The markdown report, and the missed targets judged on the wall clock, on CPU time, and by query plan."""
+    smallest, largest = sizes[0], sizes[-1]
+    misses: dict[str, list[str]] = {"wall": [], "CPU": [], "plan": []}
+    out: list[str] = []
+    write = out.append
+
+    render_header(write, command, sizes, seeding, runtime_s)
+    write(f"{iterations} timed requests per case and size ({probe_iterations} for the cases outside the targets), "
+          "interleaved over sizes and cases in rounds. Times in milliseconds, in-process through "
+          "`werkzeug.test.Client(create_app(path))`, response body read.\n")
+    if cases:
+        render_listing(write, sizes, values, deep_pages, cases, prepared, plans, misses)
+    if new_cases:
+        render_filter_cases(write, sizes, new_cases, prepared, new, deep_pages, misses)
+    if cases or new_cases:
+        stalled = {size: [wall - cpu for (at, _), p in prepared.items() if p is not None and at == size
+                          for wall, cpu in zip(p.http_ms, p.cpu_ms, strict=True)] for size in sizes}
+        write("Requests whose wall time exceeded their on-CPU time by more than 1 ms (descheduled, or waiting for "
+              "I/O): " + ", ".join(
+                  f"{size_label(size)} {sum(d > 1 for d in gaps) / len(gaps):.1%} of {len(gaps):,}"
+                  for size, gaps in stalled.items() if gaps) + ". "
+              f"Python garbage collections during timing: gen0 {gc_pauses.counts[0]:,}, "
+              f"gen1 {gc_pauses.counts[1]:,}, gen2 {gc_pauses.counts[2]:,}; the longest took "
+              f"{ms(gc_pauses.longest_ms)} ms. What werkzeug.test.Client itself adds to a request (a do-nothing "
+              f"WSGI app): {ms(overhead)} ms p50.\n")
 
     if probes:
         render_probes(write, sizes, probes, probe_plans)
+
 
     if creates:
         dropped = next(iter(creates.values()))["dropped"]
@@ -993,6 +1476,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="timed GET /environments requests per case and size (default %(default)s)")
     parser.add_argument("--dora-iterations", type=int, default=20,
                         help="timed GET /metrics/dora requests per case and size (default %(default)s)")
+    parser.add_argument("--new-filters", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the filters of schema version 8 (version, commit_sha, work_ref, label, "
+                             "updated_after/updated_before; default on)")
+    parser.add_argument("--new-filters-only", action="store_true",
+                        help="time only the filters of schema version 8 (no service/environment/status cases, "
+                             "no requester probes, no creates); report in <db-dir>/bench_listing_filters.md "
+                             "unless --output is given")
+    parser.add_argument("--probe-iterations", type=int, default=50,
+                        help="timed requests per FILTER_PROBES case and size (default %(default)s)")
     parser.add_argument("--service", default=SERVICES[0], help="value of the service filter (default %(default)s)")
     parser.add_argument("--environment", default="production", help="default %(default)s")
     parser.add_argument("--status", default="succeeded", help="default %(default)s")
@@ -1001,8 +1493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted({int(size.replace("_", "")) for size in args.sizes.split(",")})
     values = {"service": args.service, "environment": args.environment, "status": args.status}
     args.db_dir.mkdir(parents=True, exist_ok=True)
+    args.new_filters = args.new_filters or args.new_filters_only
     output = args.output or args.db_dir / ("bench_listing_requester.md" if args.requester_only
-                                           else "bench_environments.md" if args.environments else "bench_listing.md")
+                                           else "bench_environments.md" if args.environments
+                                           else "bench_listing_filters.md" if args.new_filters_only
+                                           else "bench_listing.md")
     command = " ".join([os.path.relpath(sys.executable), *map(shlex.quote, sys.argv)])
     began = time.perf_counter()
     print(machine_description(), file=sys.stderr)
@@ -1050,43 +1545,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if insight_misses else 0
 
     clients = {size: Client(app) for size, app in apps.items()}
-    cases = all_cases()
-    prepared: dict[tuple[int, Case], Prepared | None] = {}
+    cases = [] if args.new_filters_only else all_cases()
+    new_cases = filter_cases() if args.new_filters else []
+    prepared: dict[tuple[int, Case | FilterCase], Prepared | None] = {}
     plans: dict[Case, str] = {}
+    new = NewFilterFacts()
     try:
         for size in sizes:
             started = time.perf_counter()
+            repo = apps[size].repository
             for case in cases:
-                p = prepare(clients[size], apps[size].repository, case, values, args.deep_pages)
+                p = prepare(clients[size], repo, case.params(values), case.page, args.deep_pages)
                 prepared[size, case] = p
                 if p is not None:
                     # Warm the pooled connection's page cache, then forget the samples.
-                    time_requests(clients[size], apps[size].repository, p, 10)
+                    time_requests(clients[size], repo, p, 10)
                     p.clear()
                     if size == sizes[-1]:
-                        plans[case] = query_plan(apps[size].repository, p.queries[0])
+                        plans[case] = query_plan(repo, p.queries[0])
+            if new_cases:
+                new.values[size] = filter_values(db_path(args.db_dir, size), values)
+                new.data[size] = pipeline_data(db_path(args.db_dir, size))
+            for case in new_cases:
+                p = prepare(clients[size], repo, case.query_string(new.values[size]), case.page, args.deep_pages)
+                prepared[size, case] = p
+                if p is not None:
+                    time_requests(clients[size], repo, p, 10)
+                    p.clear()
+                    new.plans[size, case] = query_plans(repo, p.queries[0])
+                    new.steps[size, case] = vm_steps(apps[size], p.urls[-1])
+                    if case.page == "first":
+                        new.matches[size, case] = count_matches(repo, p.queries[0])
             print(f"{size_label(size)}: cases prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         overhead = client_overhead_ms(1000)
 
         runnable = [(size, case) for (size, case), p in prepared.items() if p is not None]
         order = random.Random(1)
         per_round = math.ceil(args.iterations / args.rounds)
+        probe_per_round = math.ceil(args.probe_iterations / args.rounds)
         with GcPauses() as gc_pauses:
             for round_number in range(args.rounds):
                 # A fresh order each round, so no size or case always follows the same neighbour.
                 order.shuffle(runnable)
                 for size, case in runnable:
-                    time_requests(clients[size], apps[size].repository, prepared[size, case], per_round)
+                    count = per_round if getattr(case, "held", True) else probe_per_round
+                    time_requests(clients[size], apps[size].repository, prepared[size, case], count)
                 print(f"\r  timing: round {round_number + 1}/{args.rounds}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
 
-        probes, probe_plans = run_requester_probes(args.db_dir, sizes, apps, args.requester_iterations)
+        probes, probe_plans = run_requester_probes(args.db_dir, sizes, apps,
+                                                   0 if args.new_filters_only else args.requester_iterations)
     finally:
         for app in apps.values():
             app.close()
 
     creates: dict[str, dict[str, object]] = {}
-    if args.creates:
+    if args.creates and not args.new_filters_only:
         print(f"creates: {args.creates:,} per variant on fresh files", file=sys.stderr)
         creates["fresh file"] = measure_creates(args.db_dir, args.creates, args.rounds, None)
         if args.creates_on_largest:
@@ -1096,7 +1610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report, misses = render_report(
         command=command, sizes=sizes, values=values, iterations=per_round * args.rounds,
-        deep_pages=args.deep_pages, seeding=seeding, prepared=prepared, plans=plans, overhead=overhead,
+        probe_iterations=probe_per_round * args.rounds,
+        deep_pages=args.deep_pages, seeding=seeding, cases=cases, new_cases=new_cases, prepared=prepared,
+        plans=plans, new=new, overhead=overhead,
         gc_pauses=gc_pauses, probes=probes, probe_plans=probe_plans, creates=creates,
         runtime_s=time.perf_counter() - began)
     print(report)

@@ -7,8 +7,8 @@ project root::
 
 What it does, in order:
 
-1. Seeds the files of bench_listing.py that are missing (``listing-v1-<size>.db``),
-   then copies each to ``reads-v1-<size>-<flavour>.db`` and opens the copy
+1. Seeds the files of bench_listing.py that are missing (``listing-v8-<size>.db``),
+   then copies each to ``reads-v8-<size>-<flavour>.db`` and opens the copy
    with the deployapi under test, so the shared seeded files are never
    changed.  ``flavour`` is ``derived`` when that deployapi has the tables
    derived from events (deployment_event_scopes, deployment_steps; the copy
@@ -63,6 +63,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from bench_listing import (
+    DATASET_VERSION,
     END,
     SERVICES,
     _new_deployment,
@@ -162,7 +163,8 @@ def read_cases() -> list[ReadCase]:
 
 def reads_copy(db_dir: Path, size: int) -> tuple[Path, dict[str, float]]:
     """The copy of the seeded file this build reads, made (and backfilled) when missing; what that took."""
-    source, path = db_path(db_dir, size), db_dir / f"reads-v1-{size}-{FLAVOUR}.db"
+    # Named after the seeded data too, so that a copy of older data is not reused.
+    source, path = db_path(db_dir, size), db_dir / f"reads-v{DATASET_VERSION}-{size}-{FLAVOUR}.db"
     timings: dict[str, float] = {}
     if stored_count(path) != size:
         remove_database(path)
