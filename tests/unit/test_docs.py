@@ -40,7 +40,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--timeout", "--graceful-timeout", "--preload", "--worker-connections", "--limit-request-line",
     "--limit-request-field_size",  # gunicorn
     "--gil",  # py-spy
-    "--url-prefix", "--requester-only", "--iterations", "--rounds", "--processes",  # tests/perf
+    "--url-prefix", "--requester-only", "--new-filters-only", "--iterations", "--rounds", "--processes",  # tests/perf
 }
 
 
