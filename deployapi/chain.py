@@ -53,7 +53,7 @@ def creation_content(deployment: Deployment) -> dict[str, Any]:
     ``required_approvals`` is the v1 rule's 1).
     """
     fields = {field: getattr(deployment, field) for field in lifecycle.CREATE_FIELDS}
-    fields["links"] = [{"rel": link.rel, "url": link.url} for link in deployment.links]
+    fields["links"] = [link.document() for link in deployment.links]
     fields["labels"] = dict(deployment.labels)
     if deployment.policy_digest is not None:
         fields.update(required_approvals=deployment.required_approvals, policy_digest=deployment.policy_digest)

@@ -397,9 +397,9 @@ def deployment_json(d: Deployment) -> dict[str, Any]:
         "rollback_plan": d.rollback_plan, "status": d.status, "reviewed_by": d.reviewed_by,
         "reviewed_at": d.reviewed_at, "created_at": d.created_at, "updated_at": d.updated_at,
         "required_approvals": d.required_approvals,
-        "approvals": [{"actor": a.actor, "note": a.note, "created_at": a.created_at} for a in d.approvals],
+        "approvals": [approval.document() for approval in d.approvals],
         "policy_digest": d.policy_digest, "commit_sha": d.commit_sha, "repository": d.repository, "ref": d.ref,
-        "committed_at": d.committed_at, "links": [{"rel": link.rel, "url": link.url} for link in d.links],
+        "committed_at": d.committed_at, "links": [link.document() for link in d.links],
         "labels": dict(d.labels), "rolled_back_to": d.rolled_back_to,
     }
 

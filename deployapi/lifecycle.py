@@ -263,6 +263,10 @@ class Link:
     rel: str
     url: str
 
+    def document(self) -> dict[str, str]:
+        """The link as the API shows, stores and seals it."""
+        return {"rel": self.rel, "url": self.url}
+
 
 @dataclass(frozen=True, slots=True)
 class Approval:
@@ -271,6 +275,10 @@ class Approval:
     actor: str
     note: str | None
     created_at: str
+
+    def document(self) -> dict[str, str | None]:
+        """The approval as the API shows and stores it (the fields of its approved event)."""
+        return {"actor": self.actor, "note": self.note, "created_at": self.created_at}
 
 
 @dataclass(frozen=True, slots=True)

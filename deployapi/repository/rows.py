@@ -131,13 +131,12 @@ def row_to_deployment(row: sqlite3.Row) -> Deployment:
 
 def links_json(links: tuple[Link, ...]) -> str:
     """The links column's text: the API's ``links`` array."""
-    return json.dumps([{"rel": link.rel, "url": link.url} for link in links], ensure_ascii=False)
+    return json.dumps([link.document() for link in links], ensure_ascii=False)
 
 
 def approvals_json(approvals: tuple[Approval, ...]) -> str:
     """The approvals column's text: the API's ``approvals`` array."""
-    return json.dumps([{"actor": a.actor, "note": a.note, "created_at": a.created_at} for a in approvals],
-                      ensure_ascii=False)
+    return json.dumps([approval.document() for approval in approvals], ensure_ascii=False)
 
 
 def row_to_event(row: sqlite3.Row) -> Event:
