@@ -1,4 +1,4 @@
--- deployapi schema, version 8 (deployapi/repository/schema.py: SCHEMA_VERSION).
+-- deployapi schema, version 9 (deployapi/repository/schema.py: SCHEMA_VERSION).
 --
 -- Run statement by statement at every start-up, inside the transaction that
 -- also applies any migration steps (repository/schema.py: migrate), so every statement
@@ -343,3 +343,33 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (caller, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
+
+-- Webhooks (version 9).  Where each webhook of the configuration file has got
+-- to, by its name: every event it matches up to delivered_through (an event
+-- id) has been answered with a 2xx.  Moved forward in the transaction that
+-- records the 2xx, so a restart resumes at the first event not acknowledged;
+-- a new name starts at the newest event when it is first configured.  The
+-- failed attempts at the next event, and when the next attempt is due, are
+-- kept too, so that whoever delivers next keeps backing off (deployapi/delivery.py).
+CREATE TABLE IF NOT EXISTS webhook_positions (
+    name              TEXT PRIMARY KEY,
+    delivered_through INTEGER NOT NULL CHECK (delivered_through >= 0),
+    failed_attempts   INTEGER NOT NULL DEFAULT 0 CHECK (failed_attempts >= 0),
+    last_attempt_at   TEXT,
+    last_error        TEXT,
+    next_attempt_at   TEXT,
+    registered_at     TEXT NOT NULL
+);
+
+-- Who delivers webhooks for this database: at most one process at a time
+-- holds this lease, renewing it while it works.  Another takes it over once
+-- it has expired, or at once when its holder is a process of the same host
+-- that no longer runs.  expires_at is Unix seconds.
+CREATE TABLE IF NOT EXISTS webhook_deliverer (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    holder     TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    since      TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ from .config_file import load_config
 from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
 from .policy import Policy, default_policy
-from .repository import Repository, utc_now
+from .repository import Deliveries, Repository, utc_now
+from .timestamps import format_timestamp
+from .webhooks import Webhook
 
 Handler = Callable[..., Response]
 
@@ -39,6 +41,7 @@ HANDLERS: dict[str, Handler] = {
     "dora_metrics": handlers.dora_metrics,
     "event_head": handlers.event_head,
     "get_policy": handlers.get_policy,
+    "list_webhooks": handlers.list_webhooks,
 }
 
 # Where IdentityHeader leaves the reason a header named nobody.
@@ -67,6 +70,7 @@ def _url_map() -> Map:
             Rule("/metrics/dora", methods=["GET"], endpoint="dora_metrics"),
             Rule("/events/head", methods=["GET"], endpoint="event_head"),
             Rule("/policy", methods=["GET"], endpoint="get_policy"),
+            Rule("/webhooks", methods=["GET"], endpoint="list_webhooks"),
         ],
         merge_slashes=False,
     )
@@ -84,10 +88,13 @@ class DeployAPI:
     Build it with :func:`create_app`, which opens the repository it holds.
     """
 
-    def __init__(self, repository: Repository, policy: Policy, *,
+    def __init__(self, repository: Repository, policy: Policy, *, webhooks: Sequence[Webhook] = (),
                  trust_remote_user: bool = False, remote_user_header: str | None = None,
                  remote_groups_header: str | None = None, clock: Callable[[], datetime] = utc_now):
         self.repository = repository
+        # The configuration file's webhooks: GET /webhooks shows them, and whoever
+        # delivers (deployapi serve, deployapi relay, a delivery.Deliverer) reads them here.
+        self.webhooks = tuple(webhooks)
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
         # Bound once, not per request (bind_to_environ is not free): matching
@@ -96,7 +103,8 @@ class DeployAPI:
         self._routes = self.url_map.bind("localhost")
         self.context = Context(repository=repository, policy=policy,
                                openapi=load_openapi(), cursor_key=bytes.fromhex(repository.setting("cursor_key")),
-                               clock=clock, trust_remote_user=trust_remote_user, groups_header=remote_groups_header)
+                               clock=clock, trust_remote_user=trust_remote_user, groups_header=remote_groups_header,
+                               webhooks=self.webhooks, deliveries=Deliveries(repository))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -227,16 +235,25 @@ def create_app(
         raise ValueError("remote_groups_header only makes sense with trust_remote_user")
     # Before the database: a configuration that cannot be used creates nothing.
     if config is None:
-        policy = default_policy(environments or lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS)
+        policy, hooks = default_policy(environments or lifecycle.DEFAULT_PRODUCTION_ENVIRONMENTS), ()
     else:
-        policy = load_config(config, production_environments=environments,
-                             groups_available=bool(remote_groups_header)).policy
+        loaded = load_config(config, production_environments=environments,
+                             groups_available=bool(remote_groups_header))
+        policy, hooks = loaded.policy, loaded.webhooks
     clock = clock or utc_now
     # Only what the caller chose: the repository keeps its own default.
     timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
     repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, clock=clock,
                             **timeout)
-    return DeployAPI(repository, policy, trust_remote_user=trust_remote_user,
+    if hooks:
+        # Now, not when a deliverer first runs: the events written from here on are each webhook's to
+        # receive, even when the deliverer is another process started later (deployapi relay).
+        try:
+            Deliveries(repository).register([hook.name for hook in hooks], format_timestamp(clock()))
+        except BaseException:
+            repository.close()
+            raise
+    return DeployAPI(repository, policy, webhooks=hooks, trust_remote_user=trust_remote_user,
                      remote_user_header=remote_user_header, remote_groups_header=remote_groups_header, clock=clock)
 
 

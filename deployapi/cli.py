@@ -1,4 +1,4 @@
-"""The ``deployapi`` command: ``serve``, ``check`` and ``backup``."""
+"""The ``deployapi`` command: ``serve``, ``relay``, ``check`` and ``backup``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 from . import logs
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, app_from_settings, load_settings
+from .config_file import load_config
+from .delivery import Deliverer
 from .integrity import Anchor, check_database
-from .repository import DatabaseError, backup_database
+from .repository import DatabaseError, Repository, backup_database
 from .server import Limits, create_server
 
 logger = logging.getLogger("deployapi")
@@ -75,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
                        help="log lines as text or one JSON object each (DEPLOYAPI_LOG_FORMAT; default text)")
 
+    relay = commands.add_parser(
+        "relay", help="deliver webhooks without serving the API",
+        description="Deliver the configuration file's webhooks for a database served by other processes "
+                    "(gunicorn workers, say), until SIGINT or SIGTERM. One deliverer per database works at "
+                    "a time: a second one waits and takes over when the first stops or dies. Each flag "
+                    "falls back to its DEPLOYAPI_* environment variable, then to its default.")
+    relay.add_argument("--db", help="SQLite file, created if missing (DEPLOYAPI_DB; default ./deployapi.db)")
+    relay.add_argument("--config", metavar="FILE",
+                       help="TOML file whose [[webhooks]] to deliver; required (DEPLOYAPI_CONFIG)")
+    relay.add_argument("--require-existing", dest="require_existing", action="store_const", const="true",
+                       help="refuse to start when there is no database at --db (DEPLOYAPI_REQUIRE_EXISTING)")
+    relay.add_argument("--log-level", dest="log_level", metavar="|".join(logs.LEVELS),
+                       help="lowest level logged (DEPLOYAPI_LOG_LEVEL; default info)")
+    relay.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
+                       help="log lines as text or one JSON object each (DEPLOYAPI_LOG_FORMAT; default text)")
+
     check = commands.add_parser(
         "check", help="verify a database: SQLite integrity and the history invariants",
         description="Verify a database without changing it. Exit 0 when every check holds, "
@@ -97,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(vars(args))
+    if args.command == "relay":
+        return relay(vars(args))
     db = args.db or os.environ.get(ENVIRONMENT_VARIABLES["db"]) or Settings.db
     if args.command == "check":
         try:
@@ -157,17 +177,81 @@ def serve(flags: dict) -> int:
         app.close()
         return 1
 
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+    stopping = _stop_on_signals()
+    # Beside the server, never in its threads: a receiver that hangs holds up no request.
+    deliverer = Deliverer(app.repository, app.webhooks) if app.webhooks else None
     print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
           flush=True)
     try:
-        _run_until_stopped(server, stopping, before_threads_end=app.repository.checkpoint)
+        if deliverer is not None:
+            deliverer.start()
+
+        def before_threads_end() -> None:
+            if deliverer is not None:
+                deliverer.stop()
+            app.repository.checkpoint()
+
+        _run_until_stopped(server, stopping, before_threads_end=before_threads_end,
+                           on_signal=deliverer.request_stop if deliverer else lambda: None)
     finally:
         app.close()
     print("deployapi stopped", flush=True)
     return 0
+
+
+def relay(flags: dict) -> int:
+    """Deliver webhooks until SIGINT or SIGTERM; return the process exit code."""
+    try:
+        settings = load_settings({name: flags.get(name) for name in RELAY_SETTINGS},
+                                 {name: value for name, value in os.environ.items()
+                                  if name in {ENVIRONMENT_VARIABLES[setting] for setting in RELAY_SETTINGS}})
+    except ConfigError as error:
+        print(f"deployapi relay: {error}", file=sys.stderr)
+        return 2
+    if settings.config is None:
+        print("deployapi relay: no configuration file: give --config FILE (or DEPLOYAPI_CONFIG) with [[webhooks]]",
+              file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        # The relay serves nobody, so who may approve (groups need a groups header) is not its business.
+        config = load_config(settings.config, groups_available=True)
+    except ValueError as error:
+        print(f"deployapi relay: {error}", file=sys.stderr)
+        return 2
+    if not config.webhooks:
+        print(f"deployapi relay: {config.source} has no [[webhooks]]: nothing to deliver", file=sys.stderr)
+        return 2
+    try:
+        repository = Repository(settings.db, require_existing=settings.require_existing)
+    except DatabaseError as error:
+        print(f"deployapi relay: {error}", file=sys.stderr)
+        return 2
+    stopping = _stop_on_signals()
+    deliverer = Deliverer(repository, config.webhooks)
+    try:
+        deliverer.start()
+        print(f"deployapi relay delivering {len(config.webhooks)} webhook(s) (database {settings.db})", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+        logger.info("stopping: finishing the deliveries in flight (signal %d)", stopping[0])
+        deliverer.stop()
+    finally:
+        repository.close()
+    print("deployapi relay stopped", flush=True)
+    return 0
+
+
+# What deployapi relay reads of the settings (flags, else variables, else defaults).
+RELAY_SETTINGS = ("db", "config", "require_existing", "log_level", "log_format")
+
+
+def _stop_on_signals() -> list[int]:
+    """A list that SIGINT and SIGTERM append their number to, from now on."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: stopping.append(signum))
+    return stopping
 
 
 def _urls(server) -> str:
@@ -175,7 +259,7 @@ def _urls(server) -> str:
     return " ".join(f"http://{f'[{h}]' if ':' in str(h) else h}:{p}/" for h, p in listening)
 
 
-def _run_until_stopped(server, stopping: list[int], before_threads_end=lambda: None) -> None:
+def _run_until_stopped(server, stopping: list[int], before_threads_end=lambda: None, on_signal=lambda: None) -> None:
     """Serve until a signal arrives, then stop accepting and answer what was already received.
 
     waitress's own run() stops its event loop at once on SIGINT, so answers
@@ -193,6 +277,7 @@ def _run_until_stopped(server, stopping: list[int], before_threads_end=lambda: N
     while not stopping:
         wasyncore.loop(timeout=timeout, map=socket_map, count=1)
 
+    on_signal()
     listeners = [s for s in list(socket_map.values()) if isinstance(s, BaseWSGIServer)]
     for listener in listeners:
         wasyncore.dispatcher.close(listener)  # stop accepting; keep the trigger that wakes the loop

@@ -12,8 +12,10 @@ and the problem, and stops at the first problem: the server prints it and exits.
 Values are echoed cut short and escaped, so a long value never floods the
 message and an invisible character cannot disguise it.
 
-``[[webhooks]]`` belongs to the contract but is not delivered by this version:
-a file that has it is refused, not half-obeyed.
+``[[webhooks]]`` entries become :class:`webhooks.Webhook` values.  A secret is
+never part of a message: a refused one is named by its key only, and
+``secret_env`` is read from the environment here, at start-up, so that a
+missing variable stops the server instead of its first delivery.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import identities, lifecycle
 from .identities import IdentityRefused
@@ -41,6 +44,7 @@ from .policy import (
     Policy,
     WeeklyWindow,
 )
+from .webhooks import DEFAULT_FORMAT, DEFAULT_MAX_BACKOFF_SECONDS, FORMATS, Webhook, decode_secret
 
 MAPPING_SOURCE = "<config>"
 MAX_APPROVERS = 100
@@ -67,6 +71,7 @@ class ConfigFileError(ValueError):
 class Config:
     policy: Policy
     source: str  # the file's path as given, or "<config>" for a mapping
+    webhooks: tuple[Webhook, ...] = ()
 
 
 class _Refused(Exception):
@@ -80,11 +85,12 @@ class _Refused(Exception):
 
 def load_config(source: str | os.PathLike | Mapping[str, Any], *,
                 production_environments: Collection[str] | None = None,
-                groups_available: bool = False) -> Config:
+                groups_available: bool = False, environ: Mapping[str, str] = os.environ) -> Config:
     """Read and validate a configuration file (a path) or an already-parsed document (a mapping).
 
     ``production_environments`` is the v1 setting, None when the operator gave none;
-    ``groups_available`` says whether callers' groups are known (trusted identity with a groups header).
+    ``groups_available`` says whether callers' groups are known (trusted identity with a groups header);
+    ``environ`` is where ``secret_env`` variables are looked up.
 
     :raises ConfigFileError: the file is unreadable, not TOML, or breaks a rule; the first problem only.
     """
@@ -95,9 +101,10 @@ def load_config(source: str | os.PathLike | Mapping[str, Any], *,
         document = _read(name)
     try:
         policy = _policy(document, production_environments, groups_available)
+        hooks = _webhooks(document["webhooks"], "webhooks", environ) if "webhooks" in document else ()
     except _Refused as refused:
         raise ConfigFileError(f"{name}: {refused.key}: {refused.problem}") from None
-    return Config(policy=policy, source=name)
+    return Config(policy=policy, source=name, webhooks=hooks)
 
 
 def _read(name: str) -> Mapping[str, Any]:
@@ -132,11 +139,8 @@ def _policy(document: Mapping[str, Any], production_environments: Collection[str
             defaults = _policy_table(value, path)
         elif key == "environments":
             tables = _environments(value, path)
-        elif key == "webhooks":
-            raise _Refused(path, "this version of deployapi does not deliver webhooks yet; "
-                                 "a file with them is refused rather than silently ignored")
-        else:
-            raise _Refused(path, "unknown key; allowed keys are: defaults, environments")
+        elif key != "webhooks":  # read by _webhooks
+            raise _Refused(path, "unknown key; allowed keys are: defaults, environments, webhooks")
 
     tables = _apply_production(defaults, tables, production_environments)
     policy = Policy(defaults=EnvironmentPolicy(**defaults),
@@ -384,6 +388,151 @@ def _reason(value: Any, path: str) -> str:
     if _CONTROL.search(reason):
         raise _Refused(path, "must not contain control characters")
     return reason
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+MAX_WEBHOOKS = 50
+MAX_URL_LENGTH = 2048
+MAX_BACKOFF_LIMIT = 86_400
+_WEBHOOK_KEYS = ("name", "url", "secret", "secret_env", "format", "types", "services", "environments",
+                 "max_backoff_seconds")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+
+
+def _webhooks(value: Any, path: str, environ: Mapping[str, str]) -> tuple[Webhook, ...]:
+    if isinstance(value, Mapping):
+        raise _Refused(path, "must be an array of tables: write [[webhooks]] (two brackets) above each one")
+    entries = _array(value, path, MAX_WEBHOOKS)
+    hooks: list[Webhook] = []
+    for index, entry in enumerate(entries):
+        hook = _webhook(entry, f"{path}[{index}]", environ)
+        earlier = next((i for i, other in enumerate(hooks) if other.name == hook.name), None)
+        if earlier is not None:
+            raise _Refused(f"{path}[{index}].name", f"{_shown(hook.name)} is already the name of {path}[{earlier}]; "
+                                                    "each webhook keeps its own position under its name")
+        hooks.append(hook)
+    return tuple(hooks)
+
+
+def _webhook(value: Any, path: str, environ: Mapping[str, str]) -> Webhook:
+    table = _table(value, path)
+    for key in table:
+        if key not in _WEBHOOK_KEYS:
+            raise _Refused(_child(path, key), f"unknown key; allowed keys are: {', '.join(_WEBHOOK_KEYS)}")
+    for key in ("name", "url"):
+        if key not in table:
+            raise _Refused(_child(path, key), "missing; every webhook needs a name and a url")
+    if "secret" in table and "secret_env" in table:
+        raise _Refused(_child(path, "secret_env"), "give secret or secret_env, not both")
+    name = _string(table["name"], _child(path, "name"))
+    if not lifecycle.is_slug(name):
+        raise _Refused(_child(path, "name"), f"must be a slug (^{lifecycle.SLUG_PATTERN}$), not {_shown(name)}")
+    secret = None
+    if "secret" in table:
+        secret = _secret(table["secret"], _child(path, "secret"))
+    elif "secret_env" in table:
+        secret = _secret_from_environment(table["secret_env"], _child(path, "secret_env"), environ)
+    fields: dict[str, Any] = {
+        "name": name,
+        "url": _url(table["url"], _child(path, "url")),
+        "secret": secret,
+        "format": _choice(table.get("format", DEFAULT_FORMAT), _child(path, "format"), FORMATS),
+        "max_backoff_seconds": _whole(table.get("max_backoff_seconds", DEFAULT_MAX_BACKOFF_SECONDS),
+                                      _child(path, "max_backoff_seconds"), 1, MAX_BACKOFF_LIMIT),
+    }
+    if "types" in table:
+        fields["types"] = _names(table["types"], _child(path, "types"), lambda item, key: _choice(
+            item, key, lifecycle.EVENT_TYPES))
+    for key in ("services", "environments"):
+        if key in table:
+            fields[key] = _names(table[key], _child(path, key), _slug)
+    return Webhook(**fields)
+
+
+def _url(value: Any, path: str) -> str:
+    url = _string(value, path)
+    if len(url) > MAX_URL_LENGTH:
+        raise _Refused(path, f"must be at most {MAX_URL_LENGTH} characters")
+    if _URL_UNSAFE.search(url):
+        raise _Refused(path, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # a port out of range or not a number, a bracketed host that is no address
+        raise _Refused(path, f"is not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise _Refused(path, "must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise _Refused(path, "must name a host")
+    if "@" in parts.netloc:
+        # Nothing would send them, and GET /webhooks must not show them: a credential belongs in the secret.
+        raise _Refused(path, "must not hold a user name or password")
+    if parts.fragment or url.endswith("#"):
+        raise _Refused(path, "must not have a fragment (#...), which is never sent")
+    if port == 0:
+        raise _Refused(path, "port 0 cannot be connected to")
+    return url
+
+
+def _secret(value: Any, path: str) -> bytes:
+    # Never echoed: a message about a secret names its key and the rule only.
+    if not isinstance(value, str):
+        raise _Refused(path, f"must be a string, not {_type_name(value)}")
+    try:
+        return decode_secret(value)
+    except ValueError as error:
+        raise _Refused(path, str(error)) from None
+
+
+def _secret_from_environment(value: Any, path: str, environ: Mapping[str, str]) -> bytes:
+    variable = _string(value, path)
+    if not _VARIABLE_NAME.fullmatch(variable):
+        raise _Refused(path, f"must be an environment variable name, not {_shown(variable)}")
+    secret = environ.get(variable)
+    if not secret:
+        raise _Refused(path, f"the environment variable {variable} is not set, or empty")
+    try:
+        return decode_secret(secret)
+    except ValueError as error:
+        raise _Refused(path, f"the environment variable {variable} {error}") from None
+
+
+def _names(value: Any, path: str, item_rule: Callable[[Any, str], str]) -> frozenset[str]:
+    items = _array(value, path, 100)
+    if not items:
+        raise _Refused(path, "would match nothing; leave the key out to match everything")
+    names = [item_rule(item, f"{path}[{index}]") for index, item in enumerate(items)]
+    return frozenset(names)
+
+
+def _slug(value: Any, path: str) -> str:
+    name = _string(value, path)
+    if not lifecycle.is_slug(name):
+        raise _Refused(path, f"not a valid name (^{lifecycle.SLUG_PATTERN}$): {_shown(name)}")
+    return name
+
+
+def _choice(value: Any, path: str, choices: Collection[str]) -> str:
+    text = _string(value, path)
+    if text not in choices:
+        raise _Refused(path, f"must be one of {', '.join(choices)}, not {_shown(text)}")
+    return text
+
+
+def _whole(value: Any, path: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Refused(path, f"must be an integer, not {_type_name(value)}")
+    if not low <= value <= high:
+        raise _Refused(path, f"must be between {low} and {high}, not {_shown(value)}")
+    return value
+
+
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _Refused(path, f"must be a string, not {_type_name(value)}")
+    return value
 
 
 # --- shapes and messages --------------------------------------------------------------------

@@ -17,11 +17,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
+from .documents import deployment_json, event_json
 from .encoding import json_text
 from .lifecycle import Deployment, Event
 from .policy import Policy
-from .repository import Repository, WriteTransaction
+from .repository import Deliveries, Repository, WebhookStatus, WriteTransaction
 from .storage import StorageFault
+from .webhooks import Webhook
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Context:
     trust_remote_user: bool = False
     # The request header holding the trusted caller's groups, if one is read.
     groups_header: str | None = None
+    # The configuration file's webhooks, and where their positions are kept.
+    webhooks: tuple[Webhook, ...] = ()
+    deliveries: Deliveries | None = None
 
 
 # --- handlers ------------------------------------------------------------------
@@ -118,6 +123,13 @@ def act_on_deployment(request: Request, ctx: Context, deployment_id: str, action
 def get_policy(request: Request, ctx: Context) -> Response:
     """GET /policy: the review policy in force, every key filled in, and its digest."""
     return json_response(ctx.policy.document())
+
+
+def list_webhooks(request: Request, ctx: Context) -> Response:
+    """GET /webhooks: each configured webhook's position, backlog and last attempt; no secret, no URL path."""
+    statuses = ctx.deliveries.statuses(ctx.webhooks) if ctx.webhooks and ctx.deliveries else []
+    items = [webhook_json(hook, status) for hook, status in zip(ctx.webhooks[:len(statuses)], statuses, strict=True)]
+    return json_response({"items": items})
 
 
 def event_head(request: Request, ctx: Context) -> Response:
@@ -357,6 +369,17 @@ def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
                     mimetype=cdevents.BATCH_MEDIA_TYPE)
 
 
+def webhook_json(hook: Webhook, status: WebhookStatus) -> dict[str, Any]:
+    """One item of GET /webhooks."""
+    position = status.position
+    return {
+        "name": hook.name, "url": hook.shown_url, "format": hook.format,
+        "delivered_through": position.delivered_through, "pending": status.pending,
+        "failed_attempts": position.failed_attempts, "last_attempt_at": position.last_attempt_at,
+        "last_error": position.last_error, "next_attempt_at": position.next_attempt_at,
+    }
+
+
 def environment_json(s: insights.EnvironmentState) -> dict[str, Any]:
     """One item of GET /environments."""
     current = None
@@ -386,29 +409,4 @@ def dora_json(m: insights.DoraMetrics) -> dict[str, Any]:
         "deploy_duration_seconds": durations(m.deploy_duration),
         "lead_time_for_changes_seconds": durations(m.lead_time_for_changes),
         "counts": {"succeeded": m.succeeded, "started": m.started, "failed_changes": m.failed_changes},
-    }
-
-
-def deployment_json(d: Deployment) -> dict[str, Any]:
-    """A Deployment as the API shows it (the same keys, in order, as repository.DEPLOYMENT_DOCUMENT)."""
-    return {
-        "id": d.id, "service": d.service, "environment": d.environment, "version": d.version,
-        "requester": d.requester, "work_refs": list(d.work_refs), "risk": d.risk,
-        "rollback_plan": d.rollback_plan, "status": d.status, "reviewed_by": d.reviewed_by,
-        "reviewed_at": d.reviewed_at, "created_at": d.created_at, "updated_at": d.updated_at,
-        "required_approvals": d.required_approvals,
-        "approvals": [approval.document() for approval in d.approvals],
-        "policy_digest": d.policy_digest, "commit_sha": d.commit_sha, "repository": d.repository, "ref": d.ref,
-        "committed_at": d.committed_at, "links": [link.document() for link in d.links],
-        "labels": dict(d.labels), "rolled_back_to": d.rolled_back_to,
-    }
-
-
-def event_json(e: Event) -> dict[str, Any]:
-    """An Event as the API shows it."""
-    return {
-        "id": e.id, "deployment_id": e.deployment_id, "sequence": e.sequence, "type": e.type,
-        "actor": e.actor, "note": e.note, "from_status": e.from_status,
-        "to_status": e.to_status, "created_at": e.created_at, "hash": e.hash,
-        "details": e.details, "policy_digest": e.policy_digest,
     }

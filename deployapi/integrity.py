@@ -37,7 +37,8 @@ SHOWN_IDS = 20
 # does not yet (the server adds them when it upgrades the file): name -> version.
 ADDED_IN = {"idempotency_keys": 2, "deployments_creation_is_fixed": 4, "write_probe": 4,
             "deployment_event_scopes": 5, "deployment_steps": 5, "deployment_events_derive": 5,
-            "deployment_work_refs": 8, "deployment_labels": 8, "deployments_derive": 8}
+            "deployment_work_refs": 8, "deployment_labels": 8, "deployments_derive": 8,
+            "webhook_positions": 9, "webhook_deliverer": 9}
 # Triggers whose text schema.sql changed since they were added: an older
 # database keeps its own text (present is what counts) until the upgrade.
 CHANGED_IN = {"deployments_creation_is_fixed": 8}

@@ -10,6 +10,7 @@ A package by job; everything callers use is importable from here:
 - ``pages``, ``insights_sql``: the statements of the listing and feed
   pages, and of the environments and DORA metrics;
 - ``rows``: the selected columns and the row-to-dataclass mapping;
+- ``deliveries``: webhook positions and the deliverer's lease;
 - ``backup``: online copies of a live database.
 """
 
@@ -28,6 +29,7 @@ from .connections import (
     DatabaseError,
     utc_now,
 )
+from .deliveries import Deliveries, Lease, PendingEvent, WebhookPosition, WebhookStatus
 from .deployments import (
     IDEMPOTENCY_PRUNE_BATCH,
     IDEMPOTENCY_RETENTION,
@@ -61,11 +63,12 @@ from .schema import (
 )
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "DEPLOYMENT_DOCUMENT", "EVENTS_WITH_CONTENT_SQL", "IDEMPOTENCY_PRUNE_BATCH",
-    "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "MIGRATIONS", "MIN_SQLITE", "PIPELINE_COLUMNS_SINCE",
-    "POLICY_COLUMNS_SINCE", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "WAL_AUTOCHECKPOINT_PAGES",
-    "WRITE_PROBE_BYTES", "ChainBroken", "ChainHead", "Clock", "Database", "DatabaseBusy", "DatabaseError",
-    "DeploymentNotFound", "EventPage", "ListingPage", "Migration", "Repository", "SchemaTooNew", "StorageFault",
-    "StoredResponse", "WriteTransaction", "backfill_derived_rows", "backup_database", "event_with_content",
-    "events_with_content_sql", "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now",
+    "BUSY_TIMEOUT_MS", "ChainBroken", "ChainHead", "Clock", "DEPLOYMENT_DOCUMENT", "Database", "DatabaseBusy",
+    "DatabaseError", "Deliveries", "DeploymentNotFound", "EVENTS_WITH_CONTENT_SQL", "EventPage",
+    "IDEMPOTENCY_PRUNE_BATCH", "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "Lease", "ListingPage",
+    "MIGRATIONS", "MIN_SQLITE", "Migration", "PIPELINE_COLUMNS_SINCE", "POLICY_COLUMNS_SINCE", "PendingEvent",
+    "Repository", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "SchemaTooNew", "StorageFault", "StoredResponse",
+    "WAL_AUTOCHECKPOINT_PAGES", "WRITE_PROBE_BYTES", "WebhookPosition", "WebhookStatus", "WriteTransaction",
+    "backfill_derived_rows", "backup_database", "event_with_content", "events_with_content_sql", "listing_sql",
+    "migrate", "schema_sql", "split_statements", "utc_now"
 ]

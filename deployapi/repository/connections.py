@@ -264,11 +264,16 @@ class Database:
         held.close()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: committed if the block returns, rolled back otherwise.
 
         A write waits at most the busy timeout in all: queued behind the other
         writes of this process, then for SQLite's lock (another process).
+        ``durable=False`` commits without waiting for the disk (``synchronous =
+        NORMAL`` for this transaction): a power loss may take the write back, a
+        crash of the process cannot, and the next durable commit makes it durable
+        too.  Only for writes that may be lost at that cost (webhook positions:
+        losing one means a delivery made again).
 
         :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
         :raises StorageFault: the file is not the one at its path any more, or the storage failed.
@@ -282,7 +287,8 @@ class Database:
             if not self._write_lock.acquire(timeout=max(left, 0)):
                 raise DatabaseBusy("other writes of this process held the database past the busy timeout")
             try:
-                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors():
+                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                        _synchronous(conn, durable):
                     try:
                         self._sqlite_lock_wait_since = time.monotonic()
                         with _busy_errors(), _immediate(conn, began=self._stop_waiting):
@@ -463,6 +469,21 @@ def _one_off(conn: sqlite3.Connection, storage: FileWatch) -> Iterator[sqlite3.C
         yield conn
     finally:
         storage.close_connection(conn)
+
+
+@contextlib.contextmanager
+def _synchronous(conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
+    # SQLite refuses to change the setting inside a transaction: before BEGIN, back after COMMIT.
+    if durable:
+        yield
+        return
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        # Not suppressed: an error here discards the connection (Database._connection)
+        # rather than leave it committing without waiting for the disk.
+        conn.execute("PRAGMA synchronous = FULL")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -67,6 +67,8 @@ class Repository(Database):
     Call :meth:`close` to close them all.
     """
 
+    _commit_listeners: tuple[Callable[[], None], ...] = ()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[WriteTransaction]:
         """One ``BEGIN IMMEDIATE`` transaction for several writes that must stand or fall together.
@@ -75,6 +77,15 @@ class Repository(Database):
         """
         with self._write() as conn:
             yield WriteTransaction(conn, self._clock)
+        for listener in self._commit_listeners:
+            listener()
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the writing thread, so it must be quick) after each committed transaction().
+
+        How a deliverer in the same process hears of new events at once, instead of at its next poll.
+        """
+        self._commit_listeners = (*self._commit_listeners, listener)
 
     def create_deployment(self, request: NewDeployment, policy: Policy = V1_POLICY) -> Deployment:
         """Store a new deployment and its ``created`` event in one transaction, under ``policy``."""

@@ -19,7 +19,7 @@ EVENT_COLUMNS = (
 # The API's JSON object for a deployment (docs/api.md), built by SQLite: reads
 # answer with this text as it comes, with no Python object per row or field
 # (docs/performance.md).  Keys, order and values are those of
-# handlers.deployment_json, which renders the Deployment a write returns;
+# documents.deployment_json, which renders the Deployment a write returns;
 # tests/integration/test_repository.py holds the two together.
 DEPLOYMENT_DOCUMENT = (
     "json_object('id', id, 'service', service, 'environment', environment, 'version', version,"

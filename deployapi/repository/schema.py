@@ -35,7 +35,7 @@ def schema_sql() -> str:
 # --- schema versions -------------------------------------------------------------
 
 # The version schema.sql describes, recorded in PRAGMA user_version.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                   "DROP VIEW IF EXISTS deployment_step_rows"),
               backfill=lambda conn: _add_columns(conn, _PIPELINE_COLUMNS),
               after_schema=lambda conn: backfill_listing_rows(conn)),
+    # 9: the webhook positions and the deliverer's lease, tables schema.sql
+    # creates; no other change.
+    Migration(9, ()),
 )
 
 

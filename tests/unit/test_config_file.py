@@ -252,10 +252,10 @@ def weekly_in(zone: str) -> str:
 
 @pytest.mark.parametrize("text, key, problem", [
     # the document
-    pytest.param('colour = "blue"', "colour", "unknown key; allowed keys are: defaults, environments",
+    pytest.param('colour = "blue"', "colour", "unknown key; allowed keys are: defaults, environments, webhooks",
                  id="unknown top-level key"),
-    pytest.param('[[webhooks]]\nname = "audit-sink"\nurl = "https://hooks.example.com/"', "webhooks",
-                 "this version of deployapi does not deliver webhooks yet", id="webhooks are refused, not ignored"),
+    pytest.param('[webhooks]\nname = "audit-sink"\nurl = "https://hooks.example.com/"', "webhooks",
+                 "must be an array of tables: write [[webhooks]]", id="webhooks as one table"),
     pytest.param("defaults = 1", "defaults", "must be a table, not an integer", id="defaults not a table"),
     pytest.param("environments = []", "environments", "must be a table, not an array", id="environments not a table"),
     pytest.param("environments.dev = true", "environments.dev", "must be a table, not a boolean",
@@ -460,7 +460,7 @@ def test_a_mapping_may_hold_strings_where_toml_has_date_times():
 # --- what messages never show ------------------------------------------------------------------
 
 
-def test_webhooks_are_refused_without_showing_their_secret(refusal):
+def test_a_webhook_is_refused_without_showing_its_secret(refusal):
     message = refusal('[[webhooks]]\nname = "audit-sink"\nsecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"')
 
     assert "whsec_" not in message and "MfKQ9r8" not in message
