@@ -95,6 +95,9 @@ class DeployAPI:
         # The configuration file's webhooks: GET /webhooks shows them, and whoever
         # delivers (deployapi serve, deployapi relay, a delivery.Deliverer) reads them here.
         self.webhooks = tuple(webhooks)
+        # time.perf_counter() when the latest request arrived: how a deliverer in this
+        # process tells that requests are being served (cli.serve).
+        self.last_request_at = float("-inf")
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
         self.url_map = _url_map()
         # Bound once, not per request (bind_to_environ is not free): matching
@@ -107,7 +110,7 @@ class DeployAPI:
                                webhooks=self.webhooks, deliveries=Deliveries(repository))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        started = time.perf_counter()
+        started = self.last_request_at = time.perf_counter()
         if self._identity_header is not None:
             self._identity_header.set_remote_user(environ)
         request = ApiRequest(environ)

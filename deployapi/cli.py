@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from . import logs
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, app_from_settings, load_settings
 from .config_file import load_config
-from .delivery import Deliverer
+from .delivery import SERVE_SHARE, Deliverer
 from .integrity import Anchor, check_database
 from .repository import DatabaseError, Repository, backup_database
 from .server import Limits, create_server
@@ -31,6 +31,9 @@ DRAIN_SECONDS = 10.0
 # waits up to a whole interval for the GIL while the loop spins.  What it
 # changes is measured in docs/adr/0010-gil-switch-interval.md.
 GIL_SWITCH_INTERVAL = 0.00001
+
+# A server that got a request this recently is busy: its webhook deliveries keep to delivery.SERVE_SHARE.
+BUSY_SECONDS = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +182,10 @@ def serve(flags: dict) -> int:
 
     stopping = _stop_on_signals()
     # Beside the server, never in its threads: a receiver that hangs holds up no request.
-    deliverer = Deliverer(app.repository, app.webhooks) if app.webhooks else None
+    deliverer = None
+    if app.webhooks:
+        deliverer = Deliverer(app.repository, app.webhooks, share=SERVE_SHARE,
+                              busy=lambda: time.perf_counter() - app.last_request_at < BUSY_SECONDS)
     print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
           flush=True)
     try:

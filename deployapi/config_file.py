@@ -44,7 +44,7 @@ from .policy import (
     Policy,
     WeeklyWindow,
 )
-from .webhooks import DEFAULT_FORMAT, DEFAULT_MAX_BACKOFF_SECONDS, FORMATS, Webhook, decode_secret
+from .webhooks import DEFAULT_FORMAT, DEFAULT_MAX_BACKOFF_SECONDS, FORMATS, SECRET_PREFIX, Webhook, decode_secret
 
 MAPPING_SOURCE = "<config>"
 MAX_APPROVERS = 100
@@ -469,6 +469,10 @@ def _url(value: Any, path: str) -> str:
     if "@" in parts.netloc:
         # Nothing would send them, and GET /webhooks must not show them: a credential belongs in the secret.
         raise _Refused(path, "must not hold a user name or password")
+    if not (parts.path + parts.query).isascii():
+        # http.client sends the request line as ASCII: such a URL would fail at every attempt.
+        raise _Refused(path, "has characters outside ASCII in its path or query: percent-encode them "
+                             "(%C3%A9 for \u00e9)")
     if parts.fragment or url.endswith("#"):
         raise _Refused(path, "must not have a fragment (#...), which is never sent")
     if port == 0:
@@ -488,8 +492,13 @@ def _secret(value: Any, path: str) -> bytes:
 
 def _secret_from_environment(value: Any, path: str, environ: Mapping[str, str]) -> bytes:
     variable = _string(value, path)
+    # Neither is echoed: what is written here by mistake may be the secret itself.
+    if variable.startswith(SECRET_PREFIX):
+        raise _Refused(path, "holds a secret, not the name of an environment variable: write the secret as "
+                             "secret = \"whsec_...\", or put it in a variable and name that here")
     if not _VARIABLE_NAME.fullmatch(variable):
-        raise _Refused(path, f"must be an environment variable name, not {_shown(variable)}")
+        raise _Refused(path, "must be the name of an environment variable (letters, digits and _, not starting "
+                             "with a digit)")
     secret = environ.get(variable)
     if not secret:
         raise _Refused(path, f"the environment variable {variable} is not set, or empty")

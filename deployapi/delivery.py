@@ -60,6 +60,14 @@ STOP_GRACE_SECONDS = 5.0
 MAX_ANSWER_BYTES = 64 * 1024
 # After an error of the database itself, the webhook's thread waits this long before it reads again.
 DATABASE_RETRY_SECONDS = 1.0
+# The part of a CPU that deliveries may take inside ``deployapi serve``.  Its
+# requests and the deliverer share one interpreter lock, and a server under
+# load has no lock time to spare: at this share the API keeps 9/10 of its
+# throughput while a backlog drains, and a fast receiver still gets a few
+# hundred events a second (docs/performance.md, "Webhooks").  deployapi relay
+# runs alone in its process and takes what it needs.
+SERVE_SHARE = 0.1
+PAUSE_AFTER_CPU_SECONDS = 0.01
 
 
 class Deliverer:
@@ -73,7 +81,15 @@ class Deliverer:
     def __init__(self, repository: Repository, hooks: Sequence[Webhook], *,
                  clock: Callable[[], datetime] = utc_now, wall: Callable[[], float] = time.time,
                  timeout: float = webhooks.TIMEOUT_SECONDS, lease_seconds: float = LEASE_SECONDS,
-                 renew_seconds: float = RENEW_SECONDS, poll_seconds: float = POLL_SECONDS):
+                 renew_seconds: float = RENEW_SECONDS, poll_seconds: float = POLL_SECONDS, share: float = 1.0,
+                 busy: Callable[[], bool] | None = None):
+        """``share`` (0 < share <= 1) is the part of one CPU the deliverer's threads may take together
+        while ``busy()`` says the process has other work (always, without ``busy``): below 1, each thread
+        rests after its work for as long as that work took, scaled.  ``deployapi serve`` gives SERVE_SHARE
+        and "a request came in lately", so that delivering never takes the interpreter from its requests
+        and an idle server delivers at full speed.  The other arguments replace defaults, for tests."""
+        if not 0 < share <= 1:
+            raise ValueError("share must be above 0 and at most 1")
         if lease_seconds <= timeout + LEASE_MARGIN_SECONDS + renew_seconds:
             raise ValueError("the lease must outlast a renewal interval plus a request's timeout and margin")
         self._repository = repository
@@ -85,6 +101,9 @@ class Deliverer:
         self._lease_seconds = lease_seconds
         self._renew_seconds = renew_seconds
         self._poll_seconds = poll_seconds
+        # Each webhook's thread gets its part of the share.
+        self._pause_factor = 0.0 if share >= 1 else max(len(hooks), 1) / share - 1
+        self._busy = busy or (lambda: True)
         self.host = _host_identity()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stopping = threading.Event()
@@ -187,14 +206,17 @@ class _Worker:
         self.hook = hook
         self.sender = Sender(hook.url, deliverer._timeout)
         self.wake = threading.Event()
+        self._cpu_mark = 0.0
         self.thread = threading.Thread(target=self.run, name=f"deployapi-webhook-{hook.name}", daemon=True)
 
     def run(self) -> None:
         stopping = self.deliverer._stopping
+        self._cpu_mark = time.thread_time()
         try:
             while not stopping.is_set():
                 try:
                     self._deliver_next()
+                    self._pause()
                 except Exception:  # the database (busy, a storage fault) or a bug: never end the thread for it
                     logger.exception("webhook %s: delivery interrupted; trying again", self.hook.name)
                     stopping.wait(DATABASE_RETRY_SECONDS)
@@ -235,6 +257,7 @@ class _Worker:
                 return False
             at = deliverer._clock()
             answer = self.sender.send(delivery.body, delivery.headers(int(deliverer._wall())))
+            self._pause()
             if answer.ok:
                 if not deliverer._deliveries.record_delivered(hook.name, delivery.event_id, deliverer.holder,
                                                               format_timestamp(at)):
@@ -254,6 +277,18 @@ class _Worker:
             if not deliverer._deliveries.record_failure(hook.name, failed, answer.error, format_timestamp(at),
                                                         format_timestamp(next_at), deliverer.holder):
                 return False
+
+    def _pause(self) -> None:
+        """Keep to this thread's share of a CPU: rest in proportion to the CPU used since the last rest."""
+        if self.deliverer._pause_factor:
+            used = time.thread_time() - self._cpu_mark
+            # A few milliseconds of work, then one longer rest: every wake-up costs
+            # more than the work of one event (caches gone cold), so resting after
+            # each event would triple what an event costs.
+            if used >= PAUSE_AFTER_CPU_SECONDS:
+                if self.deliverer._busy():
+                    self.deliverer._stopping.wait(used * self.deliverer._pause_factor)
+                self._cpu_mark = time.thread_time()
 
     def _wait_until(self, ready: Callable[[], bool]) -> bool:
         """Wait until ``ready()``; False when stopping first."""
@@ -305,15 +340,17 @@ class Sender:
         self._timeout = timeout
         self._context = _tls_context() if self._https else None
         self._connection: _Connection | None = None
+        self._aborted = False
 
     def send(self, body: bytes, headers: dict[str, str]) -> Answer:
         deadline = time.monotonic() + self._timeout
         reused = self._connection is not None
+        self._aborted = False
         try:
             return self._exchange(body, headers, deadline)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
             self.close()
-            if not reused:
+            if not reused or self._aborted:
                 return Answer(error=_describe(error, self._timeout))
         except Exception as error:
             self.close()
@@ -348,6 +385,8 @@ class Sender:
 
     def abort(self) -> None:
         """From another thread: end the request in flight now (it fails, to be retried)."""
+        # Before the shutdown: the error it causes must not pass for a kept-alive connection gone stale.
+        self._aborted = True
         connection = self._connection
         sock = connection.sock if connection is not None else None
         if sock is not None:

@@ -65,7 +65,8 @@ class Webhook:
     """
 
     name: str
-    url: str
+    # Out of repr too: a Slack incoming webhook's path is its credential (shown_url is what may be shown).
+    url: str = field(repr=False)
     format: str = DEFAULT_FORMAT
     secret: bytes | None = field(default=None, repr=False)
     types: frozenset[str] | None = None

@@ -442,9 +442,7 @@ def test_a_moved_wall_clock_lets_a_deliverer_take_a_lease_that_has_expired_by_it
 
 @pytest.mark.parametrize("kept_alive", [
     pytest.param(False, id="first request"),
-    pytest.param(True, id="on a kept-alive connection", marks=pytest.mark.xfail(strict=True, reason=(
-        "Sender.send takes the abort of stop() for a kept-alive connection the receiver closed, sends the"
-        " request again on a new connection, and stop() waits out that request's whole timeout"))),
+    pytest.param(True, id="on a kept-alive connection"),
 ])
 def test_a_stop_abandons_a_hanging_request_after_its_grace_and_the_next_deliverer_sends_it_again(
         db_path, repo, receivers, deliverers, kept_alive):

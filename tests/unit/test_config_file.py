@@ -690,15 +690,15 @@ WEBHOOK_KEYS = "name, url, secret, secret_env, format, types, services, environm
                  "the environment variable PLAIN_SECRET must start with 'whsec_'",
                  id="secret_env holding a plain password"),
     pytest.param(webhook_config(entry(secret_env="AUDIT-SECRET")), "webhooks[0].secret_env",
-                 'must be an environment variable name, not "AUDIT-SECRET"', id="secret_env with a dash"),
+                 "must be the name of an environment variable", id="secret_env with a dash"),
     pytest.param(webhook_config(entry(secret_env="1SECRET")), "webhooks[0].secret_env",
-                 "must be an environment variable name", id="secret_env starting with a digit"),
+                 "must be the name of an environment variable", id="secret_env starting with a digit"),
     pytest.param(webhook_config(entry(secret_env="")), "webhooks[0].secret_env",
-                 "must be an environment variable name", id="secret_env empty name"),
+                 "must be the name of an environment variable", id="secret_env empty name"),
     pytest.param(webhook_config(entry(secret_env="$AUDIT_SECRET")), "webhooks[0].secret_env",
-                 "must be an environment variable name", id="secret_env written as shell expands it"),
+                 "must be the name of an environment variable", id="secret_env written as shell expands it"),
     pytest.param(webhook_config(entry(secret_env="S" * 129)), "webhooks[0].secret_env",
-                 "must be an environment variable name", id="secret_env name too long"),
+                 "must be the name of an environment variable", id="secret_env name too long"),
     pytest.param(webhook_config(entry(secret_env=["AUDIT_SECRET"])), "webhooks[0].secret_env",
                  "must be a string, not an array", id="secret_env an array"),
     # format
@@ -801,8 +801,6 @@ def test_a_refused_webhook_never_shows_its_secret(refusal, text, secret):
         assert fragment not in message
 
 
-@pytest.mark.xfail(strict=True, reason="an invalid or unset secret_env is echoed in the message, so a secret "
-                                       "written there by mistake is printed")
 @pytest.mark.parametrize("secret", [
     pytest.param(SECRET, id="a secret that is also a valid variable name"),
     pytest.param(OTHER_SECRET, id="a secret with base64 punctuation"),
@@ -815,8 +813,6 @@ def test_a_secret_written_as_secret_env_by_mistake_is_refused_without_showing_it
         assert fragment not in message
 
 
-@pytest.mark.xfail(strict=True, reason="a url with a non-ASCII character loads, but http.client cannot send its "
-                                       "request line (UnicodeEncodeError), so every delivery fails for ever")
 @pytest.mark.parametrize("url", [
     pytest.param("https://hooks.example.com/d\u00e9ploiement", id="in the path"),
     pytest.param("https://hooks.example.com/deployapi?team=\u00e9quipe", id="in the query"),
