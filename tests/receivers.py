@@ -8,10 +8,14 @@ Modes (``Receiver.mode``), switchable while deliveries go on:
 - ``redirect``: 307 to another URL (which a deliverer must not follow);
 - ``hang``: read the request, never answer (until the mode changes or the receiver stops);
 - and ``Receiver.close_listener()`` / ``reopen()`` refuse connections for a while, on the same port.
+
+``Receiver.delay`` slows every answer down (a slow receiver), and ``Receiver.hanging``
+counts the requests being held in ``hang`` mode right now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -54,6 +58,12 @@ class Receiver:
         self.arrivals: list[Arrival] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.hanging = 0
+        self.delay = 0.0  # seconds every answer (all modes but hang) waits before it is sent
+        # Kept-alive connections between requests: close_listener() drops them, or a
+        # client holding one would still be answered while the port refuses connections.
+        self._idle: set[socket.socket] = set()
+        self._listening = threading.Event()
         self._lock = threading.Lock()
         self._release = threading.Event()
         self.port = _free_port()
@@ -86,19 +96,43 @@ class Receiver:
                              f"({len(self.arrivals)} requests arrived)")
 
     def close_listener(self) -> None:
-        """Stop listening: connections to the port are refused until reopen()."""
+        """Stop listening: connections to the port are refused until reopen().
+
+        Idle kept-alive connections are closed too; a request in progress ends as its mode says
+        (a hanging one keeps hanging), and then its connection is closed.
+        """
+        self._listening.clear()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            idle, self._idle = self._idle, set()
+        for connection in idle:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def reopen(self) -> None:
         receiver = self
+        listening = self._listening = threading.Event()
+        listening.set()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                with receiver._lock:
+                    receiver._idle.add(self.connection)
+
+            def finish(self):
+                with receiver._lock:
+                    receiver._idle.discard(self.connection)
+                super().finish()
+
             def do_POST(self):  # noqa: N802 (http.server's name)
+                with receiver._lock:
+                    receiver._idle.discard(self.connection)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 verified = False
@@ -114,13 +148,19 @@ class Receiver:
                     receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
                 try:
                     if mode == "hang":
+                        with receiver._lock:
+                            receiver.hanging += 1
                         receiver._release.wait(60)
+                        with receiver._lock:
+                            receiver.hanging -= 1
                         arrival = Arrival(headers, body, self.path, verified, None)
                         with receiver._lock:
                             receiver.arrivals.append(arrival)
                         self.close_connection = True
                         return
                     status = {"ok": 204, "fail": 500, "redirect": 307}[mode]
+                    if receiver.delay:
+                        time.sleep(receiver.delay)
                     with receiver._lock:
                         receiver.arrivals.append(Arrival(headers, body, self.path, verified, status))
                     self.send_response(status)
@@ -131,6 +171,10 @@ class Receiver:
                 finally:
                     with receiver._lock:
                         receiver.in_flight -= 1
+                        if listening.is_set():
+                            receiver._idle.add(self.connection)
+                        else:
+                            self.close_connection = True
 
             def log_message(self, *args):  # quiet
                 pass
