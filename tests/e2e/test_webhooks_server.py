@@ -471,8 +471,6 @@ def test_a_server_takes_over_at_once_from_a_relay_killed_while_holding_the_lease
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a killed holder that its parent has not reaped yet is a zombie, which "
-                                       "os.kill(pid, 0) still finds: the takeover waits for the lease to expire")
 def test_a_server_takes_over_at_once_from_a_killed_relay_its_parent_has_not_reaped_yet(
         receivers, config_file, serve, start_relay):
     receiver = receivers()
