@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from deployapi import create_app, feed, insights, lifecycle, listing
+from deployapi import create_app, feed, insights, lifecycle, listing, webhooks
 from deployapi.app import load_openapi
 from deployapi.cli import build_parser
 from deployapi.config import ENVIRONMENT_VARIABLES
+from deployapi.config_file import _WEBHOOK_KEYS
 from deployapi.integrity import check_database
 
 ROOT = Path(__file__).parents[2]
@@ -118,6 +119,7 @@ def query_parameters(path: str) -> list[str]:
     # The answer echoes the scope and the window (said in the prose) and adds the fields of the table.
     pytest.param("### GET /metrics/dora", "| field |", "DoraMetrics", {"service", "environment", "since", "until"},
                  id="DORA metrics"),
+    pytest.param("### GET /webhooks", "| field |", "Webhook", set(), id="Webhook item"),
 ])
 def test_each_field_table_lists_exactly_the_fields_of_its_schema(heading, header, schema, left_out):
     documented = first_column(section(API, heading), header)
@@ -148,6 +150,14 @@ def test_each_parameter_table_lists_exactly_the_query_parameters_of_its_operatio
     documented = first_column(section(API, heading), "| parameter |")
     assert len(documented) == len(set(documented)), "a parameter is listed twice"
     assert set(documented) == set(query_parameters(path)) == set(parsed)
+
+
+def test_the_webhook_keys_table_lists_exactly_the_keys_a_webhook_table_takes():
+    rows = table(section(API, "### The `[[webhooks]]` keys"), "| key |")
+    documented = [names(row[0])[0] for row in rows]
+    assert sorted(documented) == sorted(_WEBHOOK_KEYS)
+    formats = next(row for row in rows if names(row[0]) == ["format"])
+    assert names(formats[1]) == list(webhooks.FORMATS) and names(formats[2]) == [webhooks.DEFAULT_FORMAT]
 
 
 def test_the_event_lists_of_one_deployment_document_their_format_parameter():
@@ -301,11 +311,11 @@ def test_the_wsgi_paragraph_names_exactly_the_variables_deployapi_wsgi_reads(wsg
 
 
 def deployapi_command_lines() -> list[tuple[str, str, str]]:
-    """(document, subcommand, rest of the line) for each ``deployapi serve|check|backup …`` the docs write."""
+    """(document, subcommand, rest of the line) for each ``deployapi serve|relay|check|backup …`` the docs write."""
     found = []
     for path in REFERENCE_DOCS:
         text = path.read_text(encoding="utf-8").replace("\\\n", " ")
-        for match in re.finditer(r"\bdeployapi (serve|check|backup)\b([^\n`|&;)]*)", text):
+        for match in re.finditer(r"\bdeployapi (serve|relay|check|backup)\b([^\n`|&;)]*)", text):
             found.append((path.name, match[1], match[2]))
     return found
 
@@ -323,8 +333,8 @@ def test_every_flag_named_in_inline_code_is_a_flag_of_deployapi_or_of_a_program_
     assert not named - ours - OTHER_PROGRAMS_FLAGS
 
 
-@pytest.mark.parametrize("command", ["check", "backup"])
-def test_every_flag_of_check_and_backup_is_shown_in_use_in_operations_md(command):
+@pytest.mark.parametrize("command", ["relay", "check", "backup"])
+def test_every_flag_of_relay_check_and_backup_is_shown_in_use_in_operations_md(command):
     used = {flag for document, name, rest in deployapi_command_lines() if document == OPERATIONS.name
             and name == command for flag in re.findall(r"--[a-z][a-z0-9-]*", rest)}
     assert flags_of(command) <= used

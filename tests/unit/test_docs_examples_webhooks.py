@@ -1,0 +1,154 @@
+"""The receiver of docs/api.md ("A receiver in Python"), run as written against deployapi's own deliveries.
+
+The example is taken from the page, written to a file and started as a
+process, exactly as a reader would run it; deployapi's Deliverer then sends it
+real events, and the test reads what the example prints.  A repeat, a forged
+request and a stale one are sent with deployapi's own Sender.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from builders import create_body
+from werkzeug.test import Client
+
+from deployapi import create_app, webhooks
+from deployapi.delivery import Deliverer, Sender
+from deployapi.repository import Deliveries
+
+API = Path(__file__).parents[2] / "docs" / "api.md"
+SECRET = "whsec_iZ5atCTHnlAZaBc2g2ixULWKmQF/sbT037ZdoQqIDT0="  # the one the page uses
+OTHER_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def receiver_example() -> str:
+    """The first ```python block under the heading "### A receiver in Python"."""
+    text = API.read_text(encoding="utf-8")
+    after = text[text.index("\n### A receiver in Python\n"):]
+    section = after[:after.index("\n### ", 1)]
+    return re.search(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ExampleProcess:
+    """The example started with ``python receiver.py``; its stdout lines arrive in a queue."""
+
+    def __init__(self, directory: Path, secret: str):
+        script = directory / "receiver.py"
+        script.write_text(receiver_example(), encoding="utf-8")
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, str(script)], cwd=directory, text=True,
+                                        env={"WEBHOOK_SECRET": secret, "PORT": str(self.port)},
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._wait_until_listening()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/deployapi"
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def _wait_until_listening(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the example exited: {self.process.stderr.read()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("the example did not listen within 10 s")
+
+    def next_line(self, timeout: float = 20) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the example printed nothing within {timeout} s") from None
+
+    def stop(self) -> str:
+        self.process.terminate()
+        try:
+            _, errors = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, errors = self.process.communicate()
+        return errors
+
+
+@pytest.fixture
+def example(tmp_path):
+    process = ExampleProcess(tmp_path, SECRET)
+    yield process
+    errors = process.stop()
+    assert "Traceback" not in errors, errors
+
+
+@pytest.fixture
+def delivering(db_path, example):
+    """An app whose one json webhook is the example, and a Deliverer sending to it; both stopped after."""
+    app = create_app(db_path, config={"webhooks": [{"name": "audit-sink", "url": example.url, "secret": SECRET}]})
+    deliverer = Deliverer(app.repository, app.webhooks)
+    deliverer.start()
+    yield app
+    deliverer.stop(grace=1)
+    app.close()
+
+
+def act(client: Client, deployment: dict, action: str) -> None:
+    response = client.post(f"/deployments/{deployment['id']}/{action}", json={"actor": "bob@example.com"})
+    assert response.status_code == 200, response.get_json()
+
+
+def stored_delivery(app, event_id: int) -> webhooks.Delivery:
+    """The delivery of a stored event to the app's webhook, built as the deliverer builds it."""
+    [event] = [item.event for item in Deliveries(app.repository).events_after(event_id - 1, 1)]
+    deployment, first_success = app.repository.event_context([event])[event.id]
+    return webhooks.delivery(app.webhooks[0], event, deployment, first_success=first_success)
+
+
+def test_the_documented_receiver_handles_each_delivered_event_once_and_in_order(delivering, example):
+    client = Client(delivering)
+    deployment = client.post("/deployments", json=create_body()).get_json()
+    act(client, deployment, "approve")
+    assert example.next_line() == "1 created by alice@example.com: billing 1.4.2 to staging"
+    assert example.next_line() == "2 approved by bob@example.com: billing 1.4.2 to staging"
+
+    # Event 1 once more, as after a lost 2xx: answered 2xx, and not handled again.
+    repeat = stored_delivery(delivering, 1)
+    assert Sender(example.url, 10).send(repeat.body, repeat.headers(int(time.time()))).status == 204
+    act(client, deployment, "start")
+    # The receiver answers one request at a time, so had the repeat been handled, its line would come first.
+    assert example.next_line() == "3 started by bob@example.com: billing 1.4.2 to staging"
+
+
+def test_the_documented_receiver_refuses_a_request_not_signed_with_its_secret(delivering, example):
+    Client(delivering).post("/deployments", json=create_body())
+    assert example.next_line().startswith("1 created by ")
+    delivery = stored_delivery(delivering, 1)
+    forged = webhooks.Delivery(webhooks.Webhook("audit-sink", example.url, secret=webhooks.decode_secret(
+        OTHER_SECRET)), delivery.event_id, delivery.body, delivery.content_type)
+    sender = Sender(example.url, 10)
+    assert sender.send(forged.body, forged.headers(int(time.time()))).status == 401
+    # Signed with the right secret, but six minutes old: a replay, refused too.
+    assert sender.send(delivery.body, delivery.headers(int(time.time()) - 360)).status == 401
+    unsigned = {key: value for key, value in delivery.headers(int(time.time())).items() if key != "webhook-signature"}
+    assert sender.send(delivery.body, unsigned).status == 401
