@@ -7,7 +7,8 @@ and the headers of a delivery are, and how long to wait after a failure.
 
 The headers are those of Standard Webhooks (https://www.standardwebhooks.com):
 ``webhook-id`` names one event for one webhook and is the same on every
-attempt, so a receiver that sees it twice knows the second is a repeat;
+attempt, so a receiver that sees it twice knows the second is a repeat
+(:func:`message_id`);
 ``webhook-timestamp`` is the attempt's time in Unix seconds; and
 ``webhook-signature`` is ``v1,`` and the base64 HMAC-SHA256, keyed by the
 bytes the ``whsec_`` secret decodes to, of ``"{id}.{timestamp}.{body}"``.
@@ -37,6 +38,8 @@ TIMEOUT_SECONDS = 10.0
 # twice as long as the one before, up to the webhook's max_backoff_seconds.
 FIRST_RETRY_SECONDS = 1.0
 SECRET_PREFIX = "whsec_"
+# Of the event's hash in webhook-id: 48 bits, so that a new event under a reused id has another webhook-id.
+MESSAGE_ID_HASH_DIGITS = 12
 # The secret sizes Standard Webhooks recommends (its specification, "Signature scheme").
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
@@ -116,9 +119,18 @@ def retry_delay(failed_attempts: int, max_backoff_seconds: int) -> float:
     return min(FIRST_RETRY_SECONDS * 2 ** exponent, float(max_backoff_seconds))
 
 
-def message_id(webhook_name: str, event_id: int) -> str:
-    """``webhook-id``: one event to one webhook, the same on every attempt and after a restart."""
-    return f"{webhook_name}-{event_id}"
+def message_id(webhook_name: str, event_id: int, event_hash: str | None) -> str:
+    """``webhook-id``: one event to one webhook, the same on every attempt and after a restart.
+
+    ``<name>-<event id>-<12 hex digits of the event's hash>``.  The id alone
+    would not do: a database restored from a backup gives out the ids after
+    the backup's newest event again, to new events, and a receiver that drops
+    ids it has seen would drop those.  The hash seals the event and all history
+    before it (chain.py), so a new event under an old id has another one.
+    """
+    if event_hash is None:  # not stored yet, or a history from before the hash chain
+        return f"{webhook_name}-{event_id}"
+    return f"{webhook_name}-{event_id}-{event_hash[:MESSAGE_ID_HASH_DIGITS]}"
 
 
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -133,12 +145,13 @@ class Delivery:
 
     webhook: Webhook
     event_id: int
+    event_hash: str | None
     body: bytes
     content_type: str
 
     @property
     def message_id(self) -> str:
-        return message_id(self.webhook.name, self.event_id)
+        return message_id(self.webhook.name, self.event_id, self.event_hash)
 
     def headers(self, timestamp: int) -> dict[str, str]:
         """The request headers of an attempt made at ``timestamp`` (Unix seconds)."""
@@ -170,7 +183,7 @@ def delivery(webhook: Webhook, event: Event, deployment: Deployment, *, first_su
     else:
         document = {"text": slack_text(event, deployment)}
         content_type = JSON_MEDIA_TYPE
-    return Delivery(webhook, event.id, json_text(document).encode("utf-8"), content_type)
+    return Delivery(webhook, event.id, event.hash, json_text(document).encode("utf-8"), content_type)
 
 
 def slack_text(event: Event, deployment: Deployment) -> str:

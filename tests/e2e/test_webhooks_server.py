@@ -219,9 +219,33 @@ def all_delivered(server, newest: int) -> bool:
 # --- what arrived --------------------------------------------------------------------------------
 
 
+def webhook_id(name: str, event: dict) -> str:
+    """The webhook-id of ``event`` (as GET /events or a body shows it) sent to webhook ``name``:
+    "<webhook name>-<event id>-<first 12 hex digits of the event's hash>"."""
+    assert re.fullmatch(r"[0-9a-f]{64}", event["hash"]), event
+    return f"{name}-{event['id']}-{event['hash'][:12]}"
+
+
+def parsed_webhook_id(arrival: Arrival) -> tuple[str, int, str]:
+    """(webhook name, event id, hash digits) of a request's webhook-id; a name may hold "-" itself."""
+    name, event, digits = arrival.webhook_id.rsplit("-", 2)
+    assert re.fullmatch(r"[0-9a-f]{12}", digits), arrival.webhook_id
+    return name, int(event), digits
+
+
 def event_id(arrival: Arrival) -> int:
-    """The event a request carried, by its webhook-id ("<webhook name>-<event id>")."""
-    return int(arrival.webhook_id.rpartition("-")[2])
+    """The event a request carried, by its webhook-id."""
+    return parsed_webhook_id(arrival)[1]
+
+
+def carried_event(document: dict) -> dict:
+    """The deployapi event in a body (a request's or GET /events'): json's "event"; for cloudevents the
+    deployapi record in "data" (the data itself for this project's own types, "customData" for CDEvents')."""
+    if "event" in document:
+        return document["event"]
+    if document["type"].startswith("dev.deployapi."):
+        return document["data"]
+    return document["data"]["customData"]
 
 
 def event_ids(arrivals: list[Arrival]) -> list[int]:
@@ -233,10 +257,10 @@ def first_occurrences(ids: list[int]) -> list[int]:
 
 
 def assert_each_names_its_event(arrivals: list[Arrival], name: str) -> None:
-    """Every request's webhook-id is its webhook's name and the id of the event in its body (json format):
+    """Every request's webhook-id is its webhook's name, and the id and hash of the event in its body:
     so one event always travels under one webhook-id, however often it is sent."""
     for arrival in arrivals:
-        assert arrival.webhook_id == f"{name}-{arrival.document['event']['id']}"
+        assert arrival.webhook_id == webhook_id(name, carried_event(arrival.document))
         assert arrival.verified, arrival.headers
 
 
@@ -268,9 +292,11 @@ def test_a_thousand_events_reach_two_filtered_webhooks_exactly_once_in_order_and
 
     # Every request arrived once, was accepted, and verified; none came beyond those.
     assert [arrival.document for arrival in audit.arrivals] == for_audit
-    assert [arrival.webhook_id for arrival in audit.arrivals] == [f"audit-{d['id']}" for d in for_audit]
+    assert [arrival.webhook_id for arrival in audit.arrivals] == [webhook_id("audit", carried_event(d))
+                                                                  for d in for_audit]
     assert [arrival.document["event"] for arrival in billing.arrivals] == for_billing
-    assert [arrival.webhook_id for arrival in billing.arrivals] == [f"billing-feed-{e['id']}" for e in for_billing]
+    assert [arrival.webhook_id for arrival in billing.arrivals] == [webhook_id("billing-feed", e)
+                                                                    for e in for_billing]
     for receiver in (audit, billing):
         ids = event_ids(receiver.arrivals)
         assert ids == sorted(set(ids))
@@ -328,12 +354,13 @@ def test_a_receiver_that_fails_hangs_and_goes_away_gets_its_backlog_in_order_and
     recovered = webhook_statuses(server)["flaky"]
     assert (recovered["last_error"], recovered["next_attempt_at"]) == (None, None)
 
-    expected = [event["id"] for event in feed(server)]
+    events = feed(server)
+    expected = [event["id"] for event in events]
     assert event_ids(flaky.accepted()) == expected  # in order, nothing skipped, nothing twice
     assert event_ids(steady.accepted()) == expected and len(steady.arrivals) == 40
     # Every request that was not accepted was a retry of the first event, under its webhook-id.
     retries = [arrival for arrival in flaky.arrivals if arrival.answered != 204]
-    assert {arrival.webhook_id for arrival in retries} == {f"flaky-{expected[0]}"}
+    assert {arrival.webhook_id for arrival in retries} == {webhook_id("flaky", events[0])}
     assert_each_names_its_event(flaky.arrivals, "flaky")
     assert_each_names_its_event(steady.arrivals, "steady")
 
@@ -525,7 +552,7 @@ def test_sigterm_with_a_request_in_flight_stops_cleanly_and_the_event_is_sent_af
     assert abandoned.answered is None
     restarted = serve(config)
     (delivered,) = receiver.wait_for(1, timeout=10)
-    assert delivered.webhook_id == abandoned.webhook_id == "audit-1"
+    assert delivered.webhook_id == abandoned.webhook_id == webhook_id("audit", feed(restarted)[0])
     assert delivered.body == abandoned.body
     assert wait_until(lambda: all_delivered(restarted, 1)), webhook_statuses(restarted)
 

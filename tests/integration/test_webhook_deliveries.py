@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from deployapi.config_file import load_config
 from deployapi.delivery import TAKEOVER_POLL_SECONDS, Deliverer
 from deployapi.lifecycle import ActionRequest
 from deployapi.repository import Deliveries, Lease, Repository
+from deployapi.repository.backup import backup_database
 from deployapi.webhooks import Webhook, decode_secret, retry_delay
 
 # Short enough for tests; Deliverer refuses a lease that does not outlast timeout + 5 s margin + a renewal.
@@ -94,11 +96,12 @@ def write_history(repo: Repository, deployments: int, *, services=("billing",), 
             repo.apply_action(deployment.id, ActionRequest(action, "bob", None))
 
 
-def stored_events(db_path, after: int = 0) -> list[tuple[int, str, str, str, str]]:
-    """(id, type, deployment id, service, environment) of every event after ``after``, read with sqlite3 itself."""
+def stored_events(db_path, after: int = 0) -> list[tuple[int, str, str, str, str, str]]:
+    """(id, type, deployment id, service, environment, hash) of every event after ``after``, read with sqlite3
+    itself."""
     with sqlite3.connect(db_path) as conn:
         return conn.execute(
-            "SELECT e.id, e.type, e.deployment_id, d.service, d.environment FROM deployment_events e"
+            "SELECT e.id, e.type, e.deployment_id, d.service, d.environment, e.hash FROM deployment_events e"
             " JOIN deployments d ON d.id = e.deployment_id WHERE e.id > ? ORDER BY e.id", (after,)).fetchall()
 
 
@@ -124,8 +127,16 @@ def wait_delivered_through(repo: Repository, name: str, through: int, timeout: f
                f"{name}'s delivered_through reaching {through} (it is {position(repo, name).delivered_through})")
 
 
+def webhook_id(name: str, event) -> str:
+    """The webhook-id of a stored event (a row of stored_events) to webhook ``name``:
+    ``<name>-<event id>-<first 12 hex digits of the event's hash>``."""
+    event_id, event_hash = event[0], event[5]
+    assert len(event_hash) == 64, event  # every event these tests write has its hash
+    return f"{name}-{event_id}-{event_hash[:12]}"
+
+
 def ids_of(name: str, events) -> list[str]:
-    return [f"{name}-{event[0]}" for event in events]
+    return [webhook_id(name, event) for event in events]
 
 
 def instant(timestamp: str) -> float:
@@ -151,8 +162,8 @@ def test_every_event_reaches_a_webhook_once_in_event_id_order_signed_and_named_b
     assert all(arrival.verified for arrival in arrivals)
     assert all(arrival.path == RECEIVER_PATH for arrival in arrivals)
     assert [(a.document["event"]["id"], a.document["event"]["type"], a.document["deployment"]["id"],
-             a.document["deployment"]["service"], a.document["deployment"]["environment"]) for a in arrivals] \
-        == [tuple(event) for event in events]
+             a.document["deployment"]["service"], a.document["deployment"]["environment"],
+             a.document["event"]["hash"]) for a in arrivals] == [tuple(event) for event in events]
     [status] = Deliveries(repo).statuses(hooks)
     assert (status.position.delivered_through, status.pending, status.position.failed_attempts,
             status.position.last_error) == (events[-1][0], 0, 0, None)
@@ -311,7 +322,7 @@ def test_an_attempt_without_a_2xx_is_recorded_with_its_reason_and_retried_until_
     assert position(repo, "audit").delivered_through == 0
     mend(receiver)
     [accepted] = receiver.wait_for(1)
-    assert accepted.webhook_id == f"audit-{event[0]}" and accepted.verified
+    assert accepted.webhook_id == webhook_id("audit", event) and accepted.verified
     wait_delivered_through(repo, "audit", event[0])
     assert position(repo, "audit").last_error is None
     # A redirect is an answer, not a new address: nothing was ever sent anywhere else.
@@ -391,7 +402,8 @@ def test_a_lease_left_by_a_process_of_this_host_that_has_exited_is_taken_over_at
     assert Deliveries(repo).lease().holder == deliverer.holder
     repo.create_deployment(new_deployment())
     [arrival] = receiver.wait_for(1)
-    assert arrival.webhook_id == f"audit-{head(db_path)}"
+    [event] = stored_events(db_path)
+    assert arrival.webhook_id == webhook_id("audit", event)
 
 
 def test_a_lease_of_a_live_holder_is_respected_until_it_expires(db_path, repo, receivers, deliverers, caplog):
@@ -456,7 +468,7 @@ def test_a_stop_abandons_a_hanging_request_after_its_grace_and_the_next_delivere
     before = position(repo, "audit").delivered_through
     receiver.set_mode("hang")
     repo.create_deployment(new_deployment())
-    hung = head(db_path)
+    hung = stored_events(db_path)[-1]
     wait_until(lambda: receiver.in_flight == 1, what="the request hanging")
 
     stopping = time.monotonic()
@@ -468,10 +480,10 @@ def test_a_stop_abandons_a_hanging_request_after_its_grace_and_the_next_delivere
 
     receiver.set_mode("ok")
     deliverers(repo, *hooks, **PATIENT)
-    wait_delivered_through(repo, "audit", hung)
+    wait_delivered_through(repo, "audit", hung[0])
     abandoned = [a for a in receiver.arrivals if a.answered is None]
-    resent = [a for a in receiver.accepted() if a.webhook_id == f"audit-{hung}"]
-    assert [a.webhook_id for a in abandoned] == [f"audit-{hung}"]
+    resent = [a for a in receiver.accepted() if a.webhook_id == webhook_id("audit", hung)]
+    assert [a.webhook_id for a in abandoned] == [webhook_id("audit", hung)]
     assert len(resent) == 1 and resent[0].verified
 
 
@@ -499,3 +511,58 @@ def test_a_position_write_by_a_deliverer_without_the_lease_changes_nothing(db_pa
     assert deliveries.position("audit").failed_attempts == 1
     assert deliveries.record_delivered("audit", 2, "me", NOW) is True
     assert (deliveries.position("audit").delivered_through, deliveries.position("audit").failed_attempts) == (2, 0)
+
+
+# --- a restore ------------------------------------------------------------------------------
+
+
+def test_after_a_restore_new_events_under_reused_ids_get_new_webhook_ids_and_old_ones_keep_theirs(
+        db_path, tmp_path, receivers, deliverers):
+    receiver = receivers()
+    hooks = [hook("audit", receiver)]
+    repository = Repository(db_path)
+    try:
+        first = deliverers(repository, *hooks)
+        write_history(repository, 1)  # events 1-4, delivered before the backup
+        receiver.wait_for(4)
+        wait_delivered_through(repository, "audit", 4)
+        first.stop()
+        write_history(repository, 1)  # events 5-8: in the backup, not delivered by then
+        backup_database(db_path, tmp_path / "backup.db")
+        second = deliverers(repository, *hooks)
+        write_history(repository, 1)  # events 9-12: lost with the restore
+        receiver.wait_for(12)
+        wait_delivered_through(repository, "audit", 12)
+        second.stop()
+    finally:
+        repository.close()
+    before = stored_events(db_path)
+    assert [arrival.webhook_id for arrival in receiver.arrivals] == ids_of("audit", before)
+
+    # The restore of operations.md: the database and its -wal and -shm out of the way, the backup in place.
+    for path in tmp_path.glob(f"{db_path.name}*"):
+        path.rename(tmp_path / f"before-restore-{path.name}")
+    shutil.copyfile(tmp_path / "backup.db", db_path)
+    restored = Repository(db_path)
+    try:
+        assert position(restored, "audit").delivered_through == 4
+        third = deliverers(restored, *hooks)
+        write_history(restored, 1)  # the counter went back: events 9-12 again, but new events
+        receiver.wait_for(20)
+        wait_delivered_through(restored, "audit", 12)
+        third.stop()
+    finally:
+        restored.close()
+    after = stored_events(db_path)
+    assert after[:8] == before[:8] and [event[0] for event in after[8:]] == [9, 10, 11, 12]
+    assert all(new[2] != old[2] and new[5] != old[5] for new, old in zip(after[8:], before[8:], strict=True))
+
+    arrivals = receiver.arrivals[12:]
+    assert len(arrivals) == 8 and all(arrival.verified for arrival in arrivals)
+    # Events 5-8, which the restored position is behind on, come again under their old webhook-ids:
+    # repeats, which a receiver deduplicating by webhook-id skips, as it should.
+    assert [arrival.webhook_id for arrival in arrivals[:4]] == ids_of("audit", before[4:8])
+    # The new events 9-12 come under webhook-ids never sent before: no receiver drops them as repeats.
+    assert [arrival.webhook_id for arrival in arrivals[4:]] == ids_of("audit", after[8:])
+    assert {arrival.webhook_id for arrival in receiver.arrivals[:12]}.isdisjoint(ids_of("audit", after[8:]))
+    assert [arrival.document["event"]["hash"] for arrival in arrivals[4:]] == [event[5] for event in after[8:]]

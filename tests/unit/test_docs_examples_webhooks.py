@@ -1,4 +1,5 @@
-"""The receiver of docs/api.md ("A receiver in Python"), run as written against deployapi's own deliveries.
+"""The receiver of docs/api.md ("A receiver in Python"), run as written against deployapi's own deliveries,
+and the signed requests the page shows, checked against their bodies.
 
 The example is taken from the page, written to a file and started as a
 process, exactly as a reader would run it; deployapi's Deliverer then sends it
@@ -8,6 +9,10 @@ request and a stale one are sent with deployapi's own Sender.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import queue
 import re
 import socket
@@ -27,6 +32,8 @@ from deployapi.repository import Deliveries
 
 API = Path(__file__).parents[2] / "docs" / "api.md"
 SECRET = "whsec_iZ5atCTHnlAZaBc2g2ixULWKmQF/sbT037ZdoQqIDT0="  # the one the page uses
+# The secret of the page's cd-events webhook (its configuration file, under "## Webhooks").
+CD_EVENTS_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -145,10 +152,63 @@ def test_the_documented_receiver_refuses_a_request_not_signed_with_its_secret(de
     assert example.next_line().startswith("1 created by ")
     delivery = stored_delivery(delivering, 1)
     forged = webhooks.Delivery(webhooks.Webhook("audit-sink", example.url, secret=webhooks.decode_secret(
-        OTHER_SECRET)), delivery.event_id, delivery.body, delivery.content_type)
+        OTHER_SECRET)), delivery.event_id, delivery.event_hash, delivery.body, delivery.content_type)
     sender = Sender(example.url, 10)
     assert sender.send(forged.body, forged.headers(int(time.time()))).status == 401
     # Signed with the right secret, but six minutes old: a replay, refused too.
     assert sender.send(delivery.body, delivery.headers(int(time.time()) - 360)).status == 401
     unsigned = {key: value for key, value in delivery.headers(int(time.time())).items() if key != "webhook-signature"}
     assert sender.send(delivery.body, unsigned).status == 401
+
+
+# --- the requests the page shows -------------------------------------------------------------------------
+
+
+def page_section(heading: str) -> str:
+    """The text under ``heading`` in the page's "## Webhooks", up to the next heading of any level."""
+    text = API.read_text(encoding="utf-8")
+    webhooks_part = text[text.index("\n## Webhooks\n"):]
+    after = webhooks_part[webhooks_part.index(f"\n{heading}\n") + len(heading) + 2:]
+    return re.split(r"^#{1,6} ", after, maxsplit=1, flags=re.MULTILINE)[0]
+
+
+def fenced(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+
+
+def shown_request(heading: str) -> tuple[dict[str, str], str]:
+    """The headers (lower-cased names) and the body text of the first request shown under ``heading``."""
+    block = next(block for block in fenced(page_section(heading), "text") if block.startswith("POST "))
+    head, _, body = block.partition("\n\n")
+    lines = head.splitlines()[1:]
+    return {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}, body
+
+
+@pytest.mark.parametrize("headers_under, body_under, webhook, secret", [
+    pytest.param("### Headers", "#### cloudevents", "cd-events", CD_EVENTS_SECRET, id="cloudevents"),
+    pytest.param("#### json", "#### json", "audit-archive", SECRET, id="json"),
+])
+def test_each_signed_request_shown_names_its_event_and_is_signed_over_its_body(
+        headers_under, body_under, webhook, secret):
+    headers, body_text = shown_request(headers_under)
+    if body_under != headers_under:
+        body_text = fenced(page_section(body_under), "json")[0]
+    document = json.loads(body_text)
+    # Sent compact: what the page shows pretty-printed.
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    event = document["event"] if "event" in document else document["data"]["customData"]
+
+    assert int(headers["content-length"]) == len(body)
+    assert headers["webhook-id"] == f"{webhook}-{event['id']}-{event['hash'][:12]}"
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == expected
+
+
+def test_every_webhook_id_the_page_shows_has_the_three_parts():
+    text = API.read_text(encoding="utf-8")
+    shown = re.findall(r"webhook-id: ([^\s']+)", text)
+    assert len(shown) >= 4, shown
+    for webhook_id in shown:
+        assert re.fullmatch(r"[a-z0-9][a-z0-9._-]*-[0-9]+-[0-9a-f]{12}", webhook_id), webhook_id

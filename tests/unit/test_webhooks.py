@@ -24,6 +24,8 @@ from deployapi.webhooks import FORMATS, Webhook, decode_secret, delivery, retry_
 # The secret of the contract's example file (and of the Standard Webhooks specification's test vector).
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another key, thirty-two bytes!!!").decode()
+# An event's hash as chain.py writes it: 64 hex digits (distinct ones, so that a cut shows where it falls).
+HASH = "3f9c2e1a7b4d" + "0123456789abcdef" * 3 + "5e6f7a8b9c0d1e2f"
 
 DEPLOYMENT = Deployment(
     id="01m8bqmwd0jcr9fbtk1cqdh4gs", service="billing-api", environment="production",
@@ -49,7 +51,7 @@ def make_event(event_type: str = "succeeded", **overrides) -> Event:
     from_status, to_status = STATUSES[event_type]
     fields = dict(id=42, deployment_id=DEPLOYMENT.id, sequence=3, type=event_type, actor="carol@example.com",
                   note=None, from_status=from_status, to_status=to_status,
-                  created_at="2026-11-26T10:50:34.330840Z", hash="sha256:" + "ab" * 32)
+                  created_at="2026-11-26T10:50:34.330840Z", hash=HASH)
     fields.update(overrides)
     return Event(**fields)
 
@@ -267,6 +269,36 @@ def test_the_webhook_id_differs_between_events_and_between_webhooks():
     ]
 
     assert len(set(ids)) == len(ids), ids
+
+
+def test_the_webhook_id_is_the_name_the_event_id_and_the_first_12_hex_digits_of_the_hash():
+    at = now()
+    sent = deliver(hook(name="audit-sink"), make_event(id=42, hash=HASH))
+
+    assert sent.headers(at)["webhook-id"] == sent.message_id == "audit-sink-42-3f9c2e1a7b4d"
+    # The signature covers that id: standardwebhooks checks it against the header as sent.
+    assert Verifier(SECRET).verify(sent.body, sent.headers(at)) == json.loads(sent.body)
+
+
+def test_a_new_event_under_an_old_id_as_after_a_restore_gets_another_webhook_id():
+    # A restored backup gives event 42 out again, to a new event: another hash, so another webhook-id,
+    # which a receiver that has seen the old event's does not drop as a repeat.
+    at = now()
+    before = make_event(id=42, hash=HASH)
+    after_the_restore = make_event(id=42, hash="9d0e" + HASH[4:], actor="dave@example.com")
+    old, new = (deliver(hook(name="audit-sink"), event).headers(at)["webhook-id"]
+                for event in (before, after_the_restore))
+
+    assert old != new
+    assert (old, new) == ("audit-sink-42-3f9c2e1a7b4d", "audit-sink-42-9d0e2e1a7b4d")
+    # The same event, sent again after the restore (the position went back), keeps its webhook-id.
+    assert deliver(hook(name="audit-sink"), before).headers(at + 60)["webhook-id"] == old
+
+
+def test_an_event_without_a_hash_is_named_by_its_id_alone():
+    # A history from before the hash chain: nothing to add.
+    assert deliver(hook(name="audit-sink"), make_event(id=42, hash=None)).headers(now())["webhook-id"] \
+        == "audit-sink-42"
 
 
 def test_an_event_not_yet_stored_is_not_delivered():
