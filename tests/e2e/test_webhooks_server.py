@@ -71,11 +71,7 @@ class Relay:
         return "".join(self._stderr)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send ``sig`` (if still running) and wait for the exit code.
-
-        Waiting also reaps the process: until then a killed relay is a zombie whose pid
-        still exists, and a deliverer taking over from a holder that is gone must not see it.
-        """
+        """Send ``sig`` (if still running) and wait for the exit code (which also reaps the process)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
