@@ -290,3 +290,29 @@ def test_every_example_in_the_document_is_valid_for_its_schema():
             assert not list(validator(media["schema"]).iter_errors(example["value"])), name
             checked += 1
     assert checked > 20
+
+
+def schemas_in(node, path="#"):
+    """(JSON pointer, schema object) of every object under ``node`` that holds a schema keyword."""
+    if isinstance(node, dict):
+        if {"allOf", "oneOf", "properties", "const", "type", "$ref"} & set(node):
+            yield path, node
+        for key, value in node.items():
+            yield from schemas_in(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from schemas_in(item, f"{path}/{index}")
+
+
+def test_the_document_keeps_to_what_code_generators_can_merge():
+    # openapi-python-client (tests/e2e/test_generated_client.py runs it) builds a schema with `allOf` from the
+    # `allOf` alone, so members or `required` beside it would be missing from the model without a warning; and it
+    # cannot narrow an inherited member to a `const` ("int can't be merged with Literal[422]"), so a narrower
+    # member inside an `allOf` is an `enum`.
+    document = load_openapi()
+    beside = [path for path, schema in schemas_in(document)
+              if "allOf" in schema and {"properties", "required"} & set(schema)]
+    narrowed = [f"{path}/properties/{name}" for path, schema in schemas_in(document)
+                for part in schema.get("allOf", ()) for name, member in part.get("properties", {}).items()
+                if "const" in member]
+    assert (beside, narrowed) == ([], [])

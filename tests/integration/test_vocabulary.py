@@ -135,6 +135,6 @@ def test_the_cdevents_mapping_covers_every_event_type_and_its_own_types_are_the_
     assert cdevents.CDEVENT_MAPPED | set(cdevents.OWN_TYPES) == set(lifecycle.EVENT_TYPES)
     assert not cdevents.CDEVENT_MAPPED & set(cdevents.OWN_TYPES)
     schemas = openapi()["components"]["schemas"]
-    own = schemas["CloudEventDeployapi"]["properties"]["type"]["enum"]
+    own = schemas["CloudEventDeployapi"]["allOf"][1]["properties"]["type"]["enum"]
     assert own == [cdevents.OWN_TYPES[t] for t in lifecycle.EVENT_TYPES if t in cdevents.OWN_TYPES]
     assert set(own) <= set(schemas["CloudEventEnvelope"]["properties"]["type"]["enum"])

@@ -42,6 +42,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--limit-request-field_size",  # gunicorn
     "--gil",  # py-spy
     "--url-prefix", "--requester-only", "--new-filters-only", "--iterations", "--rounds", "--processes",  # tests/perf
+    "--recommend-options",  # datamodel-code-generator
 }
 
 
