@@ -192,7 +192,7 @@ def load_openapi() -> dict:
 
 
 def create_app(
-    db_path: str | Path,
+    db_path: str | Path | None = None,
     *,
     production_environments: Collection[str] | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
@@ -224,6 +224,12 @@ def create_app(
     datetime) and ``busy_timeout_ms`` replace the repository's defaults, for
     tests.
 
+    ``db_path`` is required.  Without it (a server calling ``create_app`` as a
+    zero-argument factory) the TypeError names :func:`config.app_from_environment`,
+    the factory that reads the ``DEPLOYAPI_*`` variables: this function reads none,
+    and a default database would silently ignore ``DEPLOYAPI_DB``.
+
+    :raises TypeError: without ``db_path``.
     :raises ValueError: for an empty or invalid set of production environments, or a
         ``remote_user_header`` or ``remote_groups_header`` without ``trust_remote_user``.
     :raises config_file.ConfigFileError: (a ValueError) for a configuration file that cannot be
@@ -231,6 +237,10 @@ def create_app(
     :raises repository.DatabaseError: when the file cannot be opened as a database, or is missing
         and ``require_existing`` is set.
     """
+    if db_path is None:
+        raise TypeError("create_app() needs db_path, and reads no environment variables; as a zero-argument "
+                        "factory (waitress-serve --call, gunicorn 'module:factory()') use "
+                        "deployapi:app_from_environment, which reads DEPLOYAPI_DB and the other DEPLOYAPI_* variables")
     environments = None if production_environments is None else production_set(production_environments)
     if remote_user_header and not trust_remote_user:
         raise ValueError("remote_user_header only makes sense with trust_remote_user")

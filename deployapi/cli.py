@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
+import platform
 import signal
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 
-from . import logs
+from . import __version__, logs
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, app_from_settings, load_settings
 from .config_file import load_config
 from .delivery import SERVE_SHARE, Deliverer
 from .integrity import Anchor, check_database
 from .repository import DatabaseError, Repository, backup_database
-from .server import Limits, create_server
+from .server import Limits, bind, create_server
 
 logger = logging.getLogger("deployapi")
 
@@ -38,6 +40,8 @@ BUSY_SECONDS = 0.5
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deployapi", description="The deployment record over HTTP.")
+    parser.add_argument("-V", "--version", action="version", version=version_line(),
+                        help="show the versions of deployapi, Python, SQLite, waitress and Werkzeug, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -114,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version_line() -> str:
+    """``deployapi 0.1.0 (Python …, SQLite …, waitress …, Werkzeug …)``: what a bug report needs.
+
+    deployapi's own version is ``deployapi.__version__``, the one place it is
+    written (setup.cfg reads it into the package's metadata), so a source
+    checkout and an editable install whose metadata predates a change of
+    version say the version of the code that runs.
+    """
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    return (f"deployapi {__version__} (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+            f"waitress {installed('waitress')}, Werkzeug {installed('werkzeug')})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
@@ -135,7 +157,10 @@ def check(path: str, anchors: Sequence[Anchor] = ()) -> int:
     """Print the check report; 0 when all hold, 1 when any fails, 2 when the file can't be read."""
     try:
         report = check_database(path, anchors)
-    except (OSError, sqlite3.DatabaseError) as error:
+    except OSError as error:  # says which file and why
+        print(f"deployapi check: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as error:
         print(f"deployapi check: cannot read {path!r}: {error}", file=sys.stderr)
         return 2
     print("\n".join(report.lines()))
@@ -146,8 +171,11 @@ def backup(source: str, destination: str) -> int:
     """Copy ``source`` to ``destination`` and check the copy."""
     try:
         backup_database(source, destination)
-    except (OSError, sqlite3.DatabaseError, DatabaseError) as error:
+    except OSError as error:  # says which file and why
         print(f"deployapi backup: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as error:
+        print(f"deployapi backup: cannot read {source!r}: {error}", file=sys.stderr)
         return 2
     print(f"copied {source} to {destination}; checking the copy")
     return check(destination)
@@ -163,22 +191,29 @@ def serve(flags: dict) -> int:
     # The whole process is ours here; an application that embeds the app
     # decides this for its own process (docs/operations.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # The port first: one in use must not leave a new database file behind.
+    try:
+        sockets = bind(settings.host, settings.port)
+    except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
+        return _cannot_listen(settings, error)
     try:
         # One thread fewer than waitress has may write or wait to write, so
         # that reads are answered while writes wait (ADR 0007).
         app = app_from_settings(settings, max_writers=max(1, settings.threads - 1))
     except (ValueError, DatabaseError) as error:
+        for sock in sockets:
+            sock.close()
         print(f"deployapi: {error}", file=sys.stderr)
         return 2
     limits = Limits(threads=settings.threads, connection_limit=settings.connection_limit,
                     channel_timeout=settings.channel_timeout, outbuf_high_watermark=settings.outbuf_high_watermark)
     try:
-        server = create_server(app, host=settings.host, port=settings.port, limits=limits)
-    except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
-        reason = getattr(error, "strerror", None) or error
-        print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+        server = create_server(app, sockets=sockets, limits=limits)
+    except (OSError, ValueError) as error:
+        for sock in sockets:
+            sock.close()
         app.close()
-        return 1
+        return _cannot_listen(settings, error)
 
     stopping = _stop_on_signals()
     # Beside the server, never in its threads: a receiver that hangs holds up no request.
@@ -203,6 +238,12 @@ def serve(flags: dict) -> int:
         app.close()
     print("deployapi stopped", flush=True)
     return 0
+
+
+def _cannot_listen(settings: Settings, error: Exception) -> int:
+    reason = getattr(error, "strerror", None) or error
+    print(f"deployapi: cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+    return 1
 
 
 def relay(flags: dict) -> int:

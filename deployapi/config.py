@@ -1,9 +1,10 @@
 """Server settings from command-line flags and ``DEPLOYAPI_*`` environment variables, and the app they describe.
 
-Only the server entry points (``deployapi serve`` and ``deployapi.wsgi``) read
-the environment; ``create_app`` takes plain arguments.  Both entry points turn
-their settings into an app with :func:`app_from_settings`, so that every
-setting means the same under waitress and under gunicorn.
+Only the server entry points (``deployapi serve``, and for other WSGI servers
+:func:`app_from_environment` and ``deployapi.wsgi``) read the environment;
+``create_app`` takes plain arguments.  Every entry point turns its settings into
+an app with :func:`app_from_settings`, so that every setting means the same
+under waitress and under gunicorn.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
     """The app that ``settings`` describe, as both server entry points serve it.
 
     With ``configure_logging``, log records go to stderr at the settings' level
-    and format first (so that opening the database is logged as configured);
-    ``deployapi.wsgi`` passes False when no log variable was set, leaving
-    logging to the server that hosts it.  Host, port, threads and the waitress
+    and format first (so that opening the database is logged as configured), as
+    ``deployapi serve`` wants for a process of its own; :func:`app_from_environment`
+    passes False, having configured deployapi's own loggers only.  Host, port, threads and the waitress
     limits are the server's business, not the app's.
 
     :raises ValueError: for settings ``create_app`` refuses.
@@ -152,3 +153,35 @@ def _integer(text: str, source: str, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{source}: {value} is outside {low}-{high}")
     return value
+
+
+# What the entry points for other WSGI servers read: host, port, threads and the
+# connection limits are the hosting server's.  So a DEPLOYAPI_PORT meant for
+# "deployapi serve" cannot stop another server from loading the app.
+HOSTED_SETTINGS = ("db", "production_environments", "config", "log_level", "log_format", "trust_remote_user",
+                   "remote_user_header", "remote_groups_header", "require_existing")
+HOSTED_VARIABLES = frozenset(ENVIRONMENT_VARIABLES[name] for name in HOSTED_SETTINGS)
+
+
+def app_from_environment(environ: Mapping[str, str] | None = None) -> DeployAPI:
+    """A new app configured from the ``DEPLOYAPI_*`` variables: the zero-argument factory for other WSGI servers.
+
+    ``waitress-serve --call deployapi:app_from_environment``, gunicorn's
+    ``'deployapi:app_from_environment()'``; ``deployapi.wsgi:app`` is one made at
+    import.  It reads the variables of :data:`HOSTED_VARIABLES` from ``environ``
+    (default ``os.environ``) and ignores the others.  deployapi's records go to
+    stderr in its text or JSON format unless the host has configured where they
+    go (:func:`logs.configure_hosted`).
+
+    :raises ConfigError: naming the variable whose value is invalid.
+    :raises ValueError: for a configuration file that cannot be used.
+    :raises repository.DatabaseError: when the database cannot be opened (or is missing, with
+        ``DEPLOYAPI_REQUIRE_EXISTING``).
+    """
+    environ = os.environ if environ is None else environ
+    chosen = {name: value for name, value in environ.items() if name in HOSTED_VARIABLES}
+    settings = load_settings({}, chosen)
+    asked = any(chosen.get(ENVIRONMENT_VARIABLES[name]) for name in ("log_level", "log_format"))
+    # Before the app: opening the database logs, as deployapi serve does.
+    logs.configure_hosted(settings.log_level, settings.log_format, asked=asked)
+    return app_from_settings(settings, configure_logging=False)

@@ -25,6 +25,7 @@ from .repository import (
     PIPELINE_COLUMNS_SINCE,
     POLICY_COLUMNS_SINCE,
     SCHEMA_VERSION,
+    connect_read_only,
     event_with_content,
     events_with_content_sql,
     schema_sql,
@@ -86,6 +87,8 @@ class Report:
     events: int | str
     results: tuple[CheckResult, ...]
     schema_version: int | str = "?"
+    # How the file was read, when not the usual way (a copy in a directory that refuses a -shm).
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,8 @@ class Report:
                 shown = ", ".join(result.offenders[:SHOWN_IDS])
                 more = f" (+{len(result.offenders) - SHOWN_IDS} more)" if len(result.offenders) > SHOWN_IDS else ""
                 out.append(f"FAILED  {result.name}: {len(result.offenders)} — {shown}{more}")
+        if self.note:
+            out.append(f"note    {self.note}")
         failed = sum(not r.ok for r in self.results)
         verdict = "all checks passed" if not failed else f"{failed} of {len(self.results)} checks failed"
         older = ""
@@ -227,12 +232,11 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
     Each of ``anchors`` (heads recorded elsewhere) must still be in the history, unchanged.
 
     :raises FileNotFoundError: when there is no file at ``path``.
+    :raises OSError: when the file cannot be read (naming the file at fault and the reason).
     :raises sqlite3.DatabaseError: when the file is not SQLite, or not a deployapi database.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no database file at {str(path)!r}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn, note = connect_read_only(path)
     conn.row_factory = sqlite3.Row
     try:
         conn.execute("BEGIN")
@@ -276,7 +280,7 @@ def check_database(path: str | Path, anchors: Iterable[Anchor] = ()) -> Report:
     finally:
         # Read-only: nothing to commit, and a damaged file may have ended the transaction already.
         conn.close()
-    return Report(str(path), deployments, events, tuple(results), version)
+    return Report(str(path), deployments, events, tuple(results), version, note)
 
 
 def _derived_offenders(conn: sqlite3.Connection, version: int) -> tuple[str, ...]:

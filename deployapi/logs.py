@@ -2,7 +2,8 @@
 
 The app only emits records (loggers ``deployapi`` and ``deployapi.access``);
 configuring handlers is left to whoever runs it: ``deployapi serve`` calls
-:func:`configure`, an embedding application keeps its own setup.
+:func:`configure`, the entry points for other WSGI servers call
+:func:`configure_hosted`, an embedding application keeps its own setup.
 """
 
 from __future__ import annotations
@@ -120,13 +121,23 @@ class JsonFormatter(logging.Formatter):
         return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) if _UNSAFE.search(text) else text
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
-    """Send every log record at ``level`` or above to stderr in the chosen format."""
+def stderr_handler(fmt: str = "text") -> logging.Handler:
+    """A handler writing to stderr in the text or JSON format."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Send every log record at ``level`` or above to stderr in the chosen format.
+
+    For a process that is deployapi's own (``deployapi serve``, ``deployapi relay``):
+    it replaces the root logger's handlers.
+    """
+    handler = stderr_handler(fmt)
     # What a record need not collect, since neither format prints it: the
     # caller's file and line, thread and process names (the "Optimization"
     # section of the logging HOWTO), which makes each access line cheaper
@@ -140,3 +151,39 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     # (a third of the log in the soak test); the access log's durations show
     # queueing already.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+# Marks the handler configure_hosted adds, so that a second call replaces it rather than add another.
+_HOSTED = "_deployapi_hosted"
+
+
+def configure_hosted(level: str = "info", fmt: str = "text", *, asked: bool = False) -> bool:
+    """Send deployapi's own records to stderr in its format, in a process another server runs.
+
+    The process's logging is the hosting server's (gunicorn, waitress-serve,
+    uWSGI), so only the logger ``deployapi`` is touched: it gets a stderr
+    handler and ``level``, and stops passing its records up to the root logger
+    (which waitress-serve gives a handler of its own after loading the app:
+    every line would be written twice).  And only when the host has not
+    decided already where they go: neither ``deployapi`` nor
+    ``deployapi.access`` has a handler, and, unless deployapi's logging was
+    ``asked`` for (a ``DEPLOYAPI_LOG_*`` variable set), the root logger has
+    none either.  Unlike :func:`configure` it leaves the interpreter-wide
+    logging switches alone, which the host's own formats may need.
+
+    :returns: whether it configured the logger.
+    """
+    own = logging.getLogger("deployapi")
+    ours = [handler for handler in own.handlers if getattr(handler, _HOSTED, False)]
+    theirs = [handler for name in ("deployapi", "deployapi.access")
+              for handler in logging.getLogger(name).handlers if not getattr(handler, _HOSTED, False)]
+    if theirs or (logging.getLogger().handlers and not asked and not ours):
+        return False
+    for handler in ours:
+        own.removeHandler(handler)
+    handler = stderr_handler(fmt)
+    setattr(handler, _HOSTED, True)
+    own.addHandler(handler)
+    own.setLevel(level.upper())
+    own.propagate = False
+    return True

@@ -23,6 +23,7 @@ job (docs/operations.md, "Behind a reverse proxy").
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 
@@ -68,11 +69,42 @@ class Limits:
         }
 
 
-def create_server(app, *, host: str, port: int, limits: Limits):
-    """A waitress server for ``app`` with ``limits`` and the bounded channel, not yet running."""
+def bind(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to each address ``host`` resolves to, as waitress would bind them, not yet listening.
+
+    ``deployapi serve`` binds before it opens the database, so that a port in
+    use creates no file; :func:`create_server` then listens on them.
+
+    :raises OSError: an address cannot be bound (in use, not one of this machine's).
+    :raises ValueError: ``host`` does not resolve (waitress's own message).
+    """
+    from waitress.adjustments import Adjustments
+
+    sockets: list[socket.socket] = []
+    try:
+        # waitress's own resolution of host and port: the addresses it would listen on by itself.
+        for family, socktype, proto, address in Adjustments(host=host, port=port).listen:
+            sock = socket.socket(family, socktype, proto)
+            sockets.append(sock)
+            # As waitress sets them on the sockets it binds: a restart is not refused while the
+            # connections of the previous process linger in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def create_server(app, *, sockets: list[socket.socket], limits: Limits):
+    """A waitress server for ``app`` on ``sockets`` (from :func:`bind`), listening, with ``limits`` and the bounded
+    channel, its loop not yet running."""
     import waitress
 
-    server = waitress.create_server(app, host=host, port=port, **limits.adjustments())
+    server = waitress.create_server(app, sockets=sockets, **limits.adjustments())
     socket_map = getattr(server, "map", None) or server._map
     for listener in socket_map.values():
         if isinstance(listener, BaseWSGIServer):

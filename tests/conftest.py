@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from builders import StepClock, create_body
 from server_process import Server
@@ -63,3 +66,39 @@ def start_server(tmp_path):
     for server in started:
         server.stop()
 
+
+
+@pytest.fixture
+def read_only_directory():
+    """Make a directory (and, unless ``files_too=False``, the files in it) refuse every change, for real, for the
+    user the tests run as.
+
+    File modes do that for an ordinary user (chmod 555 and 444).  Root ignores
+    them; the immutable attribute (``chattr +i``) stops root too, so as root it is
+    set instead, and the test is skipped when the file system or the container
+    does not allow it.  Either way the directory is shown to refuse a new file
+    before the test goes on, and is made writable again afterwards.
+    """
+    undo: list = []
+
+    def make(directory, *, files_too: bool = True):
+        entries = sorted(directory.iterdir()) if files_too else []
+        if os.geteuid() == 0:
+            result = subprocess.run(["chattr", "+i", *map(str, entries), str(directory)],
+                                    capture_output=True, text=True)
+            if result.returncode:
+                pytest.skip(f"as root only the immutable attribute makes a directory read-only: {result.stderr}")
+            undo.append(lambda: subprocess.run(["chattr", "-i", str(directory), *map(str, entries)], check=True))
+        else:
+            modes = {path: path.stat().st_mode for path in (*entries, directory)}
+            for path in entries:
+                path.chmod(0o444)
+            directory.chmod(0o555)
+            undo.append(lambda: [path.chmod(mode) for path, mode in modes.items()])
+        with pytest.raises(OSError):
+            (directory / "probe").touch()
+        return directory
+
+    yield make
+    for step in reversed(undo):
+        step()

@@ -11,7 +11,8 @@ A package by job; everything callers use is importable from here:
   pages, and of the environments and DORA metrics;
 - ``rows``: the selected columns and the row-to-dataclass mapping;
 - ``deliveries``: webhook positions and the deliverer's lease;
-- ``backup``: online copies of a live database.
+- ``backup``: online copies of a live database;
+- ``read_only``: read-only connections, to copies in read-only directories too.
 """
 
 from ..storage import StorageFault
@@ -42,6 +43,7 @@ from .deployments import (
     WriteTransaction,
 )
 from .pages import listing_sql
+from .read_only import connect_read_only
 from .rows import (
     DEPLOYMENT_DOCUMENT,
     EVENTS_WITH_CONTENT_SQL,
@@ -69,6 +71,6 @@ __all__ = [
     "MIGRATIONS", "MIN_SQLITE", "Migration", "PIPELINE_COLUMNS_SINCE", "POLICY_COLUMNS_SINCE", "PendingEvent",
     "Repository", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "SchemaTooNew", "StorageFault", "StoredResponse",
     "WAL_AUTOCHECKPOINT_PAGES", "WRITE_PROBE_BYTES", "WebhookPosition", "WebhookStatus", "WriteTransaction",
-    "backfill_derived_rows", "backup_database", "event_with_content", "events_with_content_sql", "listing_sql",
-    "migrate", "schema_sql", "split_statements", "utc_now"
+    "backfill_derived_rows", "backup_database", "connect_read_only", "event_with_content", "events_with_content_sql",
+    "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now"
 ]

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import lifecycle
+from ..filesystem import SIDECARS, describe, why_unwritable
 from ..storage import FileWatch, StorageFault, storage_reason
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
@@ -48,6 +49,9 @@ JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
 MIN_SQLITE = (3, 35, 0)
 
 Clock = Callable[[], datetime]
+
+# SQLite's result codes for a file it could not open, create or write, whose reason it does not give.
+_FILE_ERRORS = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR})
 
 
 class DatabaseBusy(RuntimeError):
@@ -137,7 +141,7 @@ class Database:
             # behind our back; we issue BEGIN IMMEDIATE ourselves.
             conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=uri)
         except sqlite3.OperationalError as error:
-            raise DatabaseError(f"cannot open database {self.db_path!r}: {error}") from error
+            raise self._unusable("open", error) from error
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -155,7 +159,7 @@ class Database:
             conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError as error:
             conn.close()
-            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+            raise self._unusable("use", error) from error
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -167,7 +171,10 @@ class Database:
                 f"table expressions); this Python uses SQLite {sqlite3.sqlite_version}")
         # A mistyped path or an unmounted volume must not pass for a fresh start.
         path = Path(self.db_path)
-        missing = not path.is_file() or path.stat().st_size == 0
+        try:
+            missing = not path.is_file() or path.stat().st_size == 0
+        except OSError as error:  # a directory on the way that may not be entered
+            raise self._unusable("open", error) from error
         if missing and self._require_existing:
             raise DatabaseError(f"no database at {self.db_path!r}, and require-existing is set: "
                                 "refusing to create a new, empty one")
@@ -189,12 +196,21 @@ class Database:
             with _immediate(conn):
                 migrate(conn, schema_sql(), MIGRATIONS, SCHEMA_VERSION)
         except sqlite3.DatabaseError as error:
-            raise DatabaseError(f"cannot use database {self.db_path!r}: {error}") from error
+            raise self._unusable("use", error) from error
         finally:
             conn.close()
         if missing:
             logger.warning("no database at %s: created a new, empty one (set require-existing to refuse instead)",
                            self.db_path)
+
+    def _unusable(self, verb: str, error: Exception) -> DatabaseError:
+        """A DatabaseError naming the file and the reason: the system's, when SQLite only says it could not open or
+        write a file (its message is the same for a missing directory, a read-only one and a full disk)."""
+        reason = str(error)
+        if isinstance(error, OSError) or getattr(error, "sqlite_errorcode", 0) & 0xFF in _FILE_ERRORS:
+            reason = why_unwritable(self.db_path, sidecars=SIDECARS) or (
+                describe(error) if isinstance(error, OSError) else reason)
+        return DatabaseError(f"cannot {verb} database {self.db_path!r}: {reason}")
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:

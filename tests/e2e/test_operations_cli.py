@@ -48,7 +48,8 @@ def test_check_against_a_published_head_catches_a_copy_that_ends_earlier(tmp_pat
 
 def test_check_of_a_missing_file_is_exit_2_and_creates_nothing(tmp_path):
     result = run_command("check", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
-    assert result.returncode == 2 and "no database file" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr == f"deployapi check: cannot read {str(tmp_path / 'none.db')!r}: no such file\n"
     assert not (tmp_path / "none.db").exists()
 
 

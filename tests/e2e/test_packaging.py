@@ -35,6 +35,16 @@ def test_the_wheel_carries_the_top_level_schema_unchanged(wheel):
     assert "deployapi/openapi.json" in names
 
 
+def test_the_wheel_has_the_version_written_in_the_package(wheel):
+    # setup.cfg reads deployapi.__version__ (what deployapi --version prints) rather than repeating it.
+    from deployapi import __version__
+
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"deployapi-{__version__}.dist-info/METADATA").decode()
+    assert wheel.name == f"deployapi-{__version__}-py3-none-any.whl"
+    assert f"\nVersion: {__version__}\n" in metadata
+
+
 def test_the_installed_wheel_serves_from_another_directory(wheel, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:

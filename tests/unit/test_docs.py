@@ -11,9 +11,7 @@ so does a thing of the code that no row documents.
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ import pytest
 from deployapi import create_app, feed, insights, lifecycle, listing, webhooks
 from deployapi.app import load_openapi
 from deployapi.cli import build_parser
-from deployapi.config import ENVIRONMENT_VARIABLES
+from deployapi.config import ENVIRONMENT_VARIABLES, HOSTED_VARIABLES
 from deployapi.config_file import _WEBHOOK_KEYS
 from deployapi.integrity import check_database
 
@@ -35,14 +33,17 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 # Variables the docs may name that the test suite reads, not deployapi (README.md, "Development").
 TEST_SUITE_VARIABLES = {"DEPLOYAPI_REQUIRE_NGINX": ROOT / "tests" / "e2e" / "test_nginx.py"}
-# Flags the docs name in inline code that belong to other programs: gunicorn's, py-spy's and
-# the benchmark scripts' of tests/perf (docs/performance.md).
+# Flags the docs name in inline code that belong to other programs: gunicorn's, py-spy's, the
+# benchmark scripts' of tests/perf (docs/performance.md), uWSGI's and waitress-serve's.
 OTHER_PROGRAMS_FLAGS = {
     "--timeout", "--graceful-timeout", "--preload", "--worker-connections", "--limit-request-line",
     "--limit-request-field_size",  # gunicorn
     "--gil",  # py-spy
     "--url-prefix", "--requester-only", "--new-filters-only", "--iterations", "--rounds", "--processes",  # tests/perf
     "--recommend-options",  # datamodel-code-generator
+    "--log-config", "--log-config-json",  # gunicorn
+    "--lazy-apps", "--die-on-term", "--disable-logging",  # uWSGI
+    "--call",  # waitress-serve
 }
 
 
@@ -259,6 +260,12 @@ def subcommands() -> dict[str, object]:
     return build_parser()._subparsers._group_actions[0].choices
 
 
+def top_level_flags() -> set[str]:
+    """The options of ``deployapi`` itself, before a subcommand (``--version``)."""
+    return {option for action in build_parser()._actions for option in action.option_strings
+            if option.startswith("--") and option != "--help"}
+
+
 def flags_of(command: str) -> set[str]:
     return {option for action in subcommands()[command]._actions for option in action.option_strings
             if option.startswith("--") and option != "--help"}
@@ -292,23 +299,11 @@ def test_the_variables_the_test_suite_reads_are_read_by_it():
         assert variable in source.read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def wsgi_module(tmp_path, monkeypatch):
-    """deployapi.wsgi imported afresh on a database in tmp_path, with no other DEPLOYAPI_* variable set."""
-    for variable in ENVIRONMENT_VARIABLES.values():
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv(ENVIRONMENT_VARIABLES["db"], str(tmp_path / "wsgi.db"))
-    monkeypatch.delitem(sys.modules, "deployapi.wsgi", raising=False)
-    module = importlib.import_module("deployapi.wsgi")
-    yield module
-    getattr(module.app, "app", module.app).close()
-    sys.modules.pop("deployapi.wsgi", None)
-
-
-def test_the_wsgi_paragraph_names_exactly_the_variables_deployapi_wsgi_reads(wsgi_module):
+def test_the_wsgi_paragraph_names_exactly_the_variables_the_entry_points_for_other_servers_read():
     text = section(OPERATIONS, "## Configuration")
-    paragraph = text[text.index("`deployapi.wsgi:app` (for other WSGI servers) reads"):].split("\n\n")[0]
-    assert set(re.findall(r"DEPLOYAPI_[A-Z_]+", paragraph)) == wsgi_module._used
+    paragraph = text[text.index("`deployapi.wsgi:app` and `deployapi:app_from_environment` (for other WSGI servers) "
+                                "read"):].split("\n\n")[0]
+    assert set(re.findall(r"DEPLOYAPI_[A-Z_]+", paragraph)) == HOSTED_VARIABLES
 
 
 def deployapi_command_lines() -> list[tuple[str, str, str]]:
@@ -329,9 +324,17 @@ def test_every_flag_written_after_a_deployapi_command_is_a_flag_of_that_command(
 
 @pytest.mark.parametrize("path", REFERENCE_DOCS, ids=lambda path: path.name)
 def test_every_flag_named_in_inline_code_is_a_flag_of_deployapi_or_of_a_program_named_beside_it(path):
-    ours = set().union(*(flags_of(command) for command in subcommands()))
+    ours = set().union(top_level_flags(), *(flags_of(command) for command in subcommands()))
     named = set(re.findall(r"`(--[a-z][a-z0-9_-]*)[^`]*`", prose(path)))
     assert not named - ours - OTHER_PROGRAMS_FLAGS
+
+
+def test_the_help_shown_in_operations_md_is_what_deployapi_help_prints(monkeypatch):
+    # argparse wraps to the terminal's width, which COLUMNS sets.
+    monkeypatch.setenv("COLUMNS", "100")
+    text = section(OPERATIONS, "## Install")
+    shown = text[text.index("$ deployapi --help\n") + len("$ deployapi --help\n"):]
+    assert shown[:shown.index("```")] == build_parser().format_help()
 
 
 @pytest.mark.parametrize("command", ["relay", "check", "backup"])
