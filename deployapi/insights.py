@@ -86,11 +86,13 @@ def parse_dora_query(args: Mapping[str, Sequence[str]], now: datetime) -> DoraQu
 
     until = bounds.get("until", lifecycle.format_timestamp(now))
     since = bounds.get("since") or _before(until, DEFAULT_WINDOW)
-    if since >= until:  # canonical timestamps compare as text in time order
+    # Canonical timestamps compare as text in time order.  since == until is an
+    # empty window, answered with zeros; a reversed one is a mistake.
+    if since > until:
         if "until" in bounds:
-            problems.append(FieldProblem("until", "must be later than since"))
+            problems.append(FieldProblem("until", "must not be earlier than since"))
         else:
-            problems.append(FieldProblem("since", f"must be earlier than until, which defaults to now ({until})"))
+            problems.append(FieldProblem("since", f"must not be later than until, which defaults to now ({until})"))
         raise ValidationFailed(problems)
     earliest = _before(until, MAX_WINDOW)
     if since < earliest:

@@ -123,15 +123,19 @@ def parse_list_query(args: Mapping[str, Sequence[str]], cursor_key: bytes) -> Li
             except ValueError as error:
                 problems.append(FieldProblem(name, str(error)))
     for low, high in (("created_after", "created_before"), ("updated_after", "updated_before")):
-        if low in fields and high in fields and fields[low] >= fields[high]:
-            problems.append(FieldProblem(high, f"must be later than {low}"))
+        # Equal bounds are an empty range, which a client computing windows can
+        # meet (a window ending where it starts); reversed ones are a mistake.
+        if low in fields and high in fields and fields[low] > fields[high]:
+            problems.append(FieldProblem(high, f"must not be earlier than {low}"))
     if "limit" in values:
         fields["limit"] = query.whole_number(values, "limit", 1, MAX_LIMIT, problems)
     if problems:
         raise ValidationFailed(problems)
 
     parsed = ListQuery(**fields)  # type: ignore[arg-type]
-    if "cursor" in values:
+    # An empty cursor is no cursor: the first page, for clients that always send
+    # the previous page's next_cursor and start from an empty one.
+    if values.get("cursor"):
         position = decode_cursor(values["cursor"], parsed.filters(), cursor_key)
         parsed = ListQuery(**fields, after=position)  # type: ignore[arg-type]
     return parsed

@@ -184,7 +184,8 @@ class Repository(Database):
         return DoraMetrics(
             query=query, succeeded=succeeded, started=started, failed_changes=failed_changes,
             unrestored_failures=json.loads(values["time_to_restore"]).count(None),
-            deployment_frequency_per_day=succeeded / values["window_days"],
+            # An empty window (since == until) holds no success: 0.0, as any window without one.
+            deployment_frequency_per_day=succeeded / values["window_days"] if succeeded else 0.0,
             change_failure_rate=failed_changes / started if started else None,
             time_to_restore=durations(seconds["time_to_restore"]),
             approval_lead_time=durations(seconds["approval_lead_time"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -92,3 +93,7 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_sep("-", "schemathesis conformance run")
     terminalreporter.write_line(f"{total} generated requests ({kinds}) in {tally.seconds:.1f} s")
     terminalreporter.write_line(f"problem codes reached: {', '.join(sorted(tally.codes()))}")
+    hooks = sys.modules.get("schemathesis_hooks")
+    if hooks is not None and hooks.EXCUSED:
+        excused = ", ".join(f"{rule} ({count})" for rule, count in sorted(hooks.EXCUSED.items()))
+        terminalreporter.write_line(f"schema-valid requests refused by the rules no schema can state: {excused}")

@@ -141,6 +141,26 @@ def test_the_window_includes_since_and_excludes_until(timeline):
     assert body["deployment_frequency_per_day"] == 2.0
 
 
+def test_an_empty_window_answers_zeros_even_with_a_success_at_that_instant(history):
+    # [since, until) with since == until holds nothing: not a 422, and no division by a zero length.
+    assert metrics(history, since=20, until=21)["counts"]["succeeded"] == 1  # d1, at minute 20
+    body = metrics(history, since=20, until=20)
+    assert body == {
+        "service": None, "environment": None, "since": at(20), "until": at(20),
+        "deployment_frequency_per_day": 0.0, "change_failure_rate": None,
+        "time_to_restore_seconds": {"median": None, "p90": None, "count": 0, "unrestored": 0},
+        "approval_lead_time_seconds": {"median": None, "p90": None, "count": 0},
+        "deploy_duration_seconds": {"median": None, "p90": None, "count": 0},
+        "lead_time_for_changes_seconds": {"median": None, "p90": None, "count": 0},
+        "counts": {"succeeded": 0, "started": 0, "failed_changes": 0},
+    }
+
+
+def test_a_window_that_ends_before_it_starts_is_422_on_until(history):
+    response = history.client.get("/metrics/dora", query_string={"since": at(21), "until": at(20)})
+    assert_invalid_fields(response, ["until"])
+
+
 def test_frequency_is_per_day_of_the_window_and_counts_successes_later_rolled_back(timeline):
     rolled_back = timeline.deploy(0, steps=shipped(1, 2, 3))
     timeline.act(rolled_back, "rollback", 4)

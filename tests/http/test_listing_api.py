@@ -109,6 +109,14 @@ def test_the_created_range_is_half_open(listing, seeded):
     assert versions(listing(created_before=seeded[1]["created_at"])) == ["1.0"]
 
 
+@pytest.mark.parametrize("low, high, field", [("created_after", "created_before", "created_at"),
+                                              ("updated_after", "updated_before", "updated_at")])
+def test_equal_bounds_list_nothing_not_even_what_happened_at_that_instant(listing, seeded, low, high, field):
+    instant = seeded[5][field]
+    assert versions(listing(**{low: instant})) != []
+    assert listing(**{low: instant, high: instant}).get_json() == {"items": [], "next_cursor": None}
+
+
 def test_the_created_range_accepts_offsets(listing, seeded):
     # seeded[3] is at 10:00:00.00Nxxx UTC; the same instant written at +02:00.
     start = seeded[3]["created_at"].replace("T10:", "T12:").replace("Z", "+02:00")
@@ -318,10 +326,17 @@ def test_bad_parameters_are_422_validation_failed(listing, query_string, field):
     assert body["code"] == "validation_failed" and field in [e["field"] for e in body["errors"]]
 
 
-@pytest.mark.parametrize("cursor", ["", "garbage", "eyJhIjoxfQ", "a.b.c"])
+@pytest.mark.parametrize("cursor", ["garbage", "eyJhIjoxfQ", "a.b.c", "."])
 def test_a_cursor_the_api_never_produced_is_400_invalid_cursor(listing, cursor):
     response = listing(cursor=cursor)
     assert response.status_code == 400 and response.get_json()["code"] == "invalid_cursor"
+
+
+def test_an_empty_cursor_is_the_first_page(listing, seeded):
+    # A client that always sends the previous page's cursor starts with an empty one.
+    assert listing(service="billing", limit=2, cursor="").get_json() == listing(service="billing", limit=2).get_json()
+    items, _ = walk(listing, limit=5, cursor="")
+    assert [d["id"] for d in items] == [d["id"] for d in reversed(seeded)]
 
 
 def test_a_cursor_reused_with_another_filter_is_400(listing, seeded):

@@ -239,8 +239,9 @@ def list_parameter(name):
     (component("RequiredText"), lambda v: lifecycle.validate_action("fail", {"actor": "bob", "note": v})),
     (component("OptionalText"), lambda v: lifecycle.validate_action("approve", {"actor": "bob", "note": v})),
     (list_parameter("requester"), lambda v: listing.parse_list_query({"requester": [v]}, b"key")),
+    (list_parameter("work_ref"), lambda v: listing.parse_list_query({"work_ref": [v]}, b"key")),
 ], ids=["service", "version", "requester", "work_ref", "rollback_plan", "risk", "actor", "required_note",
-        "optional_note", "requester_filter"])
+        "optional_note", "requester_filter", "work_ref_filter"])
 def test_documented_patterns_and_lengths_accept_exactly_what_the_code_accepts(documented, validate):
     schema = documented(load_openapi())
     disagreements = [value for value in TRICKY

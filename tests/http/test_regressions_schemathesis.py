@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from builders import create_body
+from jsonschema import Draft202012Validator
 
 from deployapi import lifecycle, listing
+from deployapi.app import load_openapi
 
 
 def test_a_range_starting_before_the_year_1000_is_not_refused_as_empty(client, created):
@@ -41,3 +44,60 @@ def test_only_ascii_digits_make_a_timestamp(client):
     response = client.get("/deployments", query_string={"created_after": "٢٠٢٦-01-01T00:00:00Z"})
     assert response.status_code == 422
     assert [e["field"] for e in response.get_json()["errors"]] == ["created_after"]
+
+
+# --- found by the run with every check, positive_data_acceptance included ------------------
+
+
+def test_an_empty_cursor_among_other_filters_is_the_first_page(client, created):
+    # GET /deployments?…&cursor= was a 400 invalid_cursor although the document allows an
+    # empty string; it now means no cursor.
+    deployment = created(service="billing-api")
+    response = client.get("/deployments", query_string={"service": "billing-api", "limit": "50", "cursor": ""})
+    assert response.status_code == 200, response.get_json()
+    assert [d["id"] for d in response.get_json()["items"]] == [deployment["id"]]
+
+
+def test_equal_updated_bounds_are_an_empty_range(client, created):
+    # Schemathesis sent updated_after = updated_before = 9426-07-12t20:05:09.632592z: a 422
+    # "must be later than updated_after" for a range the document cannot call invalid.
+    created()
+    response = client.get("/deployments", query_string={"updated_after": "9426-07-12t20:05:09.632592z",
+                                                         "updated_before": "9426-07-12t20:05:09.632592z"})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"items": [], "next_cursor": None}
+
+
+def test_a_dora_window_ending_where_it_starts_is_answered(client, created):
+    # GET /metrics/dora?since=X&until=X was a 422 "until must be later than since".
+    created()
+    response = client.get("/metrics/dora", query_string={"environment": "billing-api", "service": "billing-api",
+                                                         "since": "2026-12-02T14:40:40.473135Z",
+                                                         "until": "2026-12-02T14:40:40.473135Z"})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["since"], body["until"]) == ("2026-12-02T14:40:40.473135Z",) * 2
+    assert body["counts"] == {"succeeded": 0, "started": 0, "failed_changes": 0}
+    assert body["deployment_frequency_per_day"] == 0.0
+
+
+def test_no_idempotency_key_example_for_tools_to_reuse_with_other_bodies():
+    # Schemathesis sent the document's one example key, deploy-4812-approve, with every
+    # POST and every body: 422 idempotency_key_reused from the second on, by design.
+    document = load_openapi()
+    key = document["components"]["parameters"]["IdempotencyKey"]
+    assert "example" not in key and "examples" not in key and "examples" not in key["schema"]
+
+
+CREATE = load_openapi()["components"]["schemas"]["CreateDeployment"]
+OPTIONAL = sorted(set(CREATE["properties"]) - set(CREATE["required"]))
+
+
+@pytest.mark.parametrize("field", OPTIONAL)
+def test_an_optional_field_sent_as_null_is_allowed_by_the_document_as_by_the_server(client, field):
+    # "labels": null was accepted (null counts as not sent) while the document said an
+    # object: a schema-violating request accepted.  Now the document says null too.
+    body = {**create_body(), field: None}
+    validator = Draft202012Validator({**CREATE, "components": load_openapi()["components"]})
+    assert not [error.message for error in validator.iter_errors(body)]
+    assert client.post("/deployments", json=body).status_code == 201

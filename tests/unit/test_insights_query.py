@@ -49,13 +49,24 @@ def test_scope_and_window_are_parsed_together():
 
 @pytest.mark.parametrize("args, field", [
     pytest.param({"since": ["2026-11-02T00:00:00Z"], "until": ["2026-11-01T00:00:00Z"]}, "until", id="reversed"),
-    pytest.param({"since": ["2026-11-01T00:00:00Z"], "until": ["2026-11-01T00:00:00Z"]}, "until", id="empty"),
-    pytest.param({"since": ["2026-11-26T10:15:30.123456Z"]}, "since", id="since-at-now"),
+    pytest.param({"since": ["2026-11-01T00:00:00.000001Z"], "until": ["2026-11-01T00:00:00Z"]}, "until",
+                 id="reversed-by-a-microsecond"),
+    pytest.param({"since": ["2026-11-26T10:15:30.123457Z"]}, "since", id="since-alone-after-now"),
 ])
-def test_a_window_must_end_after_it_starts(args, field):
+def test_a_window_may_not_end_before_it_starts(args, field):
     with pytest.raises(ValidationFailed) as caught:
         parse_dora_query(args, NOW)
     assert fields(caught.value) == [field]
+
+
+@pytest.mark.parametrize("args, instant", [
+    pytest.param({"since": ["2026-11-01T00:00:00Z"], "until": ["2026-11-01T01:00:00+01:00"]},
+                 "2026-11-01T00:00:00.000000Z", id="equal-bounds"),
+    pytest.param({"since": ["2026-11-26T10:15:30.123456Z"]}, "2026-11-26T10:15:30.123456Z", id="since-alone-at-now"),
+    pytest.param({"until": ["0001-01-01T00:00:00Z"]}, "0001-01-01T00:00:00.000000Z", id="until-at-the-first-instant"),
+])
+def test_an_empty_window_is_a_question_not_a_mistake(args, instant):
+    assert parse_dora_query(args, NOW) == DoraQuery(since=instant, until=instant)
 
 
 @pytest.mark.parametrize("args, longest", [

@@ -50,14 +50,31 @@ def test_filters_are_kept_as_given():
         ({"requester": ["   "]}, "requester"), ({"created_after": ["yesterday"]}, "created_after"),
         ({"created_before": ["2026-11-26"]}, "created_before"),
         ({"created_after": ["2026-02-30T00:00:00Z"]}, "created_after"),
-        ({"created_after": ["2026-11-26T10:00:00Z"], "created_before": ["2026-11-26T10:00:00Z"]},
+        ({"created_after": ["2026-11-26T10:00:00Z"], "created_before": ["2026-11-26T09:59:59.999999Z"]},
          "created_before"),
+        ({"updated_after": ["2026-11-26T10:00:00Z"], "updated_before": ["2026-11-26T10:00:00+00:01"]},
+         "updated_before"),
         ({"sort": ["asc"]}, "sort"), ({"service": ["a", "b"]}, "service"),
     ],
     ids=lambda value: repr(value) if isinstance(value, dict) else value,
 )
 def test_bad_parameters_are_validation_problems(params, field):
     assert field in problem_fields(params)
+
+
+@pytest.mark.parametrize("low, high", [("created_after", "created_before"), ("updated_after", "updated_before")])
+def test_equal_bounds_are_an_empty_range_not_a_mistake(low, high):
+    query = parse(**{low: "2026-11-26T10:00:00Z", high: "2026-11-26T11:00:00+01:00"})
+    assert getattr(query, low) == getattr(query, high) == "2026-11-26T10:00:00.000000Z"
+
+
+def test_an_empty_cursor_is_no_cursor():
+    assert parse(cursor="").after is None
+    assert parse(service="billing", cursor="", limit="7") == parse(service="billing", limit="7")
+
+
+def test_a_repeated_empty_cursor_is_still_a_repeated_parameter():
+    assert problem_fields({"cursor": ["", ""]}) == ["cursor"]
 
 
 def test_every_bad_parameter_is_reported_at_once():
