@@ -37,6 +37,7 @@ class Settings:
     remote_user_header: str | None = None
     remote_groups_header: str | None = None
     require_existing: bool = False
+    metrics: bool = False
     connection_limit: int = Limits.connection_limit
     channel_timeout: int = Limits.channel_timeout
     outbuf_high_watermark: int = Limits.outbuf_high_watermark
@@ -55,6 +56,7 @@ ENVIRONMENT_VARIABLES = {
     "remote_user_header": "DEPLOYAPI_REMOTE_USER_HEADER",
     "remote_groups_header": "DEPLOYAPI_REMOTE_GROUPS_HEADER",
     "require_existing": "DEPLOYAPI_REQUIRE_EXISTING",
+    "metrics": "DEPLOYAPI_METRICS",
     "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
     "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
     "outbuf_high_watermark": "DEPLOYAPI_OUTBUF_HIGH_WATERMARK",
@@ -95,7 +97,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
             if text.lower() not in choices:
                 raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
             values[name] = text.lower()
-    for name in ("trust_remote_user", "require_existing"):
+    for name in ("trust_remote_user", "require_existing", "metrics"):
         if name in raw:
             values[name] = _boolean(*raw[name])
     for name in ("remote_user_header", "remote_groups_header"):
@@ -135,7 +137,8 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
                       config=settings.config, trust_remote_user=settings.trust_remote_user,
                       remote_user_header=settings.remote_user_header,
                       remote_groups_header=settings.remote_groups_header,
-                      require_existing=settings.require_existing, max_writers=max_writers)
+                      require_existing=settings.require_existing, max_writers=max_writers,
+                      metrics=settings.metrics)
 
 
 def _boolean(text: str, source: str) -> bool:
