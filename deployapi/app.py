@@ -17,7 +17,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from . import handlers, lifecycle, logs
+from . import handlers, lifecycle, logs, prometheus
 from .config_file import load_config
 from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
@@ -42,18 +42,22 @@ HANDLERS: dict[str, Handler] = {
     "event_head": handlers.event_head,
     "get_policy": handlers.get_policy,
     "list_webhooks": handlers.list_webhooks,
+    "metrics": handlers.metrics,
 }
 
 # Where IdentityHeader leaves the reason a header named nobody.
 IDENTITY_REFUSED = "deployapi.identity_refused"
 
 # Reachable without an authenticated user even when REMOTE_USER is trusted,
-# so load balancers can probe the service.
-PUBLIC_ENDPOINTS = frozenset({"health"})
+# so load balancers can probe the service and Prometheus scrape it (scrapers
+# carry no identity; docs/operations.md, "Metrics").
+PUBLIC_ENDPOINTS = frozenset({"health", "metrics"})
 
 
-def _url_map() -> Map:
+def _url_map(*, metrics: bool = False) -> Map:
     actions = ", ".join(lifecycle.ACTIONS)
+    # Only when switched on: otherwise /metrics is 404 as every path the contract does not list.
+    optional = [Rule("/metrics", methods=["GET"], endpoint="metrics")] if metrics else []
     return Map(
         [
             Rule("/deployments", methods=["POST"], endpoint="create_deployment"),
@@ -71,6 +75,7 @@ def _url_map() -> Map:
             Rule("/events/head", methods=["GET"], endpoint="event_head"),
             Rule("/policy", methods=["GET"], endpoint="get_policy"),
             Rule("/webhooks", methods=["GET"], endpoint="list_webhooks"),
+            *optional,
         ],
         merge_slashes=False,
     )
@@ -90,7 +95,8 @@ class DeployAPI:
 
     def __init__(self, repository: Repository, policy: Policy, *, webhooks: Sequence[Webhook] = (),
                  trust_remote_user: bool = False, remote_user_header: str | None = None,
-                 remote_groups_header: str | None = None, clock: Callable[[], datetime] = utc_now):
+                 remote_groups_header: str | None = None, clock: Callable[[], datetime] = utc_now,
+                 metrics: bool = False):
         self.repository = repository
         # The configuration file's webhooks: GET /webhooks shows them, and whoever
         # delivers (deployapi serve, deployapi relay, a delivery.Deliverer) reads them here.
@@ -99,7 +105,10 @@ class DeployAPI:
         # process tells that requests are being served (cli.serve).
         self.last_request_at = float("-inf")
         self._identity_header = IdentityHeader(remote_user_header) if remote_user_header else None
-        self.url_map = _url_map()
+        self.url_map = _url_map(metrics=metrics)
+        # GET /metrics's measurements, None when it is not served (nothing is measured then).
+        self.metrics = prometheus.Metrics(repository, webhooks=self.webhooks, clock=clock) if metrics else None
+        self._route_names = prometheus.route_names(self.url_map)
         # Bound once, not per request (bind_to_environ is not free): matching
         # needs only the path and the method.  The host it is bound to would
         # only appear in a redirect, and no route redirects (none ends in "/").
@@ -107,7 +116,7 @@ class DeployAPI:
         self.context = Context(repository=repository, policy=policy,
                                openapi=load_openapi(), cursor_key=bytes.fromhex(repository.setting("cursor_key")),
                                clock=clock, trust_remote_user=trust_remote_user, groups_header=remote_groups_header,
-                               webhooks=self.webhooks, deliveries=Deliveries(repository))
+                               webhooks=self.webhooks, deliveries=Deliveries(repository), metrics=self.metrics)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = self.last_request_at = time.perf_counter()
@@ -115,24 +124,31 @@ class DeployAPI:
             self._identity_header.set_remote_user(environ)
         request = ApiRequest(environ)
         request_id = logs.request_id_from(request.headers.get("X-Request-ID"))
-        response = self.dispatch(request, request_id)
+        route, response = self.dispatch(request, request_id)
+        elapsed = time.perf_counter() - started
         response.headers["X-Request-ID"] = request_id
         path = request.script_root + request.path
         if request.query_string:
             path += "?" + request.query_string.decode("latin-1")
-        logs.log_access(request.method, path, response.status_code,
-                        (time.perf_counter() - started) * 1000, request_id)
+        logs.log_access(request.method, path, response.status_code, elapsed * 1000, request_id)
+        if self.metrics is not None:
+            self.metrics.requests.observe(route, prometheus.method_label(request.method), response.status_code,
+                                          elapsed)
         return response(environ, start_response)
 
-    def dispatch(self, request: Request, request_id: str = "") -> Response:
+    def dispatch(self, request: Request, request_id: str = "") -> tuple[str, Response]:
+        """The route the request matched (its path template, or ``unmatched``) and the response."""
+        route = prometheus.UNMATCHED_ROUTE
         try:
             # websocket=False: an Upgrade header must not turn a request into a 400.
-            endpoint, arguments = self._routes.match(request.path, request.method, websocket=False)
-            if self.context.trust_remote_user and endpoint not in PUBLIC_ENDPOINTS:
+            rule, arguments = self._routes.match(request.path, request.method, websocket=False, return_rule=True)
+            choice, paths = self._route_names[rule.rule]
+            route = paths[arguments[choice] if choice else None]
+            if self.context.trust_remote_user and rule.endpoint not in PUBLIC_ENDPOINTS:
                 _require_identity(request.environ)
-            return HANDLERS[endpoint](request, self.context, **arguments)
+            return route, HANDLERS[rule.endpoint](request, self.context, **arguments)
         except Exception as error:
-            return problem_response(error, request_id)
+            return route, problem_response(error, request_id)
 
     def close(self) -> None:
         """Close the database connections this app holds."""
@@ -203,6 +219,7 @@ def create_app(
     max_writers: int | None = None,
     clock: Callable[[], datetime] | None = None,
     busy_timeout_ms: int | None = None,
+    metrics: bool = False,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
@@ -220,9 +237,11 @@ def create_app(
     (comma-separated), matched against ``group:NAME`` approvers.
     ``max_writers`` bounds the writes in progress or waiting at once;
     one more is 503 at once (give it fewer than the server's threads, so that
-    waiting writers never hold every thread).  ``clock`` (returning an aware UTC
-    datetime) and ``busy_timeout_ms`` replace the repository's defaults, for
-    tests.
+    waiting writers never hold every thread).  With ``metrics``, ``GET /metrics``
+    answers in the Prometheus text format (docs/operations.md, "Metrics");
+    without it that path is 404 like any other the API does not list.
+    ``clock`` (returning an aware UTC datetime) and ``busy_timeout_ms`` replace
+    the repository's defaults, for tests.
 
     ``db_path`` is required.  Without it (a server calling ``create_app`` as a
     zero-argument factory) the TypeError names :func:`config.app_from_environment`,
@@ -267,7 +286,8 @@ def create_app(
             repository.close()
             raise
     return DeployAPI(repository, policy, webhooks=hooks, trust_remote_user=trust_remote_user,
-                     remote_user_header=remote_user_header, remote_groups_header=remote_groups_header, clock=clock)
+                     remote_user_header=remote_user_header, remote_groups_header=remote_groups_header, clock=clock,
+                     metrics=metrics)
 
 
 def production_set(names: Collection[str] | str) -> frozenset[str]:

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lowest level logged (DEPLOYAPI_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", dest="log_format", metavar="|".join(logs.FORMATS),
                        help="log lines as text or one JSON object each (DEPLOYAPI_LOG_FORMAT; default text)")
+    serve.add_argument("--metrics", dest="metrics", action="store_const", const="true",
+                       help="serve GET /metrics in the Prometheus text format, without authentication; "
+                            "default off: /metrics is 404 (DEPLOYAPI_METRICS)")
 
     relay = commands.add_parser(
         "relay", help="deliver webhooks without serving the API",

@@ -38,6 +38,7 @@ class Settings:
     remote_user_header: str | None = None
     remote_groups_header: str | None = None
     require_existing: bool = False
+    metrics: bool = False
     connection_limit: int = Limits.connection_limit
     channel_timeout: int = Limits.channel_timeout
     outbuf_high_watermark: int = Limits.outbuf_high_watermark
@@ -56,6 +57,7 @@ ENVIRONMENT_VARIABLES = {
     "remote_user_header": "DEPLOYAPI_REMOTE_USER_HEADER",
     "remote_groups_header": "DEPLOYAPI_REMOTE_GROUPS_HEADER",
     "require_existing": "DEPLOYAPI_REQUIRE_EXISTING",
+    "metrics": "DEPLOYAPI_METRICS",
     "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
     "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
     "outbuf_high_watermark": "DEPLOYAPI_OUTBUF_HIGH_WATERMARK",
@@ -96,7 +98,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
             if text.lower() not in choices:
                 raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
             values[name] = text.lower()
-    for name in ("trust_remote_user", "require_existing"):
+    for name in ("trust_remote_user", "require_existing", "metrics"):
         if name in raw:
             values[name] = _boolean(*raw[name])
     for name in ("remote_user_header", "remote_groups_header"):
@@ -136,7 +138,8 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
                       config=settings.config, trust_remote_user=settings.trust_remote_user,
                       remote_user_header=settings.remote_user_header,
                       remote_groups_header=settings.remote_groups_header,
-                      require_existing=settings.require_existing, max_writers=max_writers)
+                      require_existing=settings.require_existing, max_writers=max_writers,
+                      metrics=settings.metrics)
 
 
 def _boolean(text: str, source: str) -> bool:
@@ -159,7 +162,7 @@ def _integer(text: str, source: str, *, low: int, high: int) -> int:
 # connection limits are the hosting server's.  So a DEPLOYAPI_PORT meant for
 # "deployapi serve" cannot stop another server from loading the app.
 HOSTED_SETTINGS = ("db", "production_environments", "config", "log_level", "log_format", "trust_remote_user",
-                   "remote_user_header", "remote_groups_header", "require_existing")
+                   "remote_user_header", "remote_groups_header", "require_existing", "metrics")
 HOSTED_VARIABLES = frozenset(ENVIRONMENT_VARIABLES[name] for name in HOSTED_SETTINGS)
 
 

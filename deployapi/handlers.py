@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing
+from . import cdevents, errors, feed, idempotency, insights, lifecycle, listing, prometheus
 from .documents import deployment_json, event_json
 from .encoding import json_text
 from .lifecycle import Deployment, Event
@@ -44,6 +44,8 @@ class Context:
     # The configuration file's webhooks, and where their positions are kept.
     webhooks: tuple[Webhook, ...] = ()
     deliveries: Deliveries | None = None
+    # GET /metrics's measurements, when it is served.
+    metrics: prometheus.Metrics | None = None
 
 
 # --- handlers ------------------------------------------------------------------
@@ -180,6 +182,12 @@ def openapi_document(request: Request, ctx: Context) -> Response:
     # The mount prefix is only known per request: servers tells generated
     # clients where the API lives.
     return json_response({**ctx.openapi, "servers": [{"url": request.script_root or "/"}]})
+
+
+def metrics(request: Request, ctx: Context) -> Response:
+    """GET /metrics (routed only when switched on): the app's measurements in the Prometheus text format."""
+    assert ctx.metrics is not None  # the route exists only with them
+    return Response(ctx.metrics.render(), content_type=prometheus.CONTENT_TYPE)
 
 
 def health(request: Request, ctx: Context) -> Response:

@@ -18,6 +18,7 @@ A package by job; everything callers use is importable from here:
 from ..storage import StorageFault
 from .backup import backup_database
 from .connections import (
+    BUSY_REASONS,
     BUSY_TIMEOUT_MS,
     JOURNAL_SIZE_LIMIT_BYTES,
     MIN_SQLITE,
@@ -65,8 +66,8 @@ from .schema import (
 )
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "ChainBroken", "ChainHead", "Clock", "DEPLOYMENT_DOCUMENT", "Database", "DatabaseBusy",
-    "DatabaseError", "Deliveries", "DeploymentNotFound", "EVENTS_WITH_CONTENT_SQL", "EventPage",
+    "BUSY_REASONS", "BUSY_TIMEOUT_MS", "ChainBroken", "ChainHead", "Clock", "DEPLOYMENT_DOCUMENT", "Database",
+    "DatabaseBusy", "DatabaseError", "Deliveries", "DeploymentNotFound", "EVENTS_WITH_CONTENT_SQL", "EventPage",
     "IDEMPOTENCY_PRUNE_BATCH", "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "Lease", "ListingPage",
     "MIGRATIONS", "MIN_SQLITE", "Migration", "PIPELINE_COLUMNS_SINCE", "POLICY_COLUMNS_SINCE", "PendingEvent",
     "Repository", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "SchemaTooNew", "StorageFault", "StoredResponse",

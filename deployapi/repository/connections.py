@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import lifecycle
 from ..filesystem import SIDECARS, describe, why_unwritable
+from ..histogram import Histogram, HistogramSnapshot
 from ..storage import FileWatch, StorageFault, storage_reason
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
@@ -54,8 +55,54 @@ Clock = Callable[[], datetime]
 _FILE_ERRORS = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR})
 
 
+# Why a DatabaseBusy was raised (WriteStats.refusals, GET /metrics).
+BUSY_SQLITE_LOCK = "sqlite_lock"  # SQLite's lock stayed taken past the busy timeout (another process)
+BUSY_PROCESS_QUEUE = "process_queue"  # other writes of this process held the database past the busy timeout
+BUSY_WRITERS_STUCK = "writers_stuck"  # max_writers writes wait behind another process: refused at once
+BUSY_REASONS = (BUSY_SQLITE_LOCK, BUSY_PROCESS_QUEUE, BUSY_WRITERS_STUCK)
+
+# Upper bounds (seconds) of the write-wait histogram: a write alone waits
+# microseconds, one queued behind others about a millisecond each, and none
+# longer than the busy timeout.
+WRITE_WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
 class DatabaseBusy(RuntimeError):
-    """SQLite stayed locked by another writer for longer than the busy timeout."""
+    """SQLite stayed locked by another writer for longer than the busy timeout.
+
+    ``reason`` is one of BUSY_REASONS.
+    """
+
+    def __init__(self, message: str, reason: str = BUSY_SQLITE_LOCK):
+        super().__init__(message)
+        self.reason = reason
+
+
+class WriteStats:
+    """How long this database's writes waited for their turn, and how many were refused as busy.
+
+    Thread-safe; kept by the Database for GET /metrics.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waits = Histogram(WRITE_WAIT_BUCKETS)
+        self._refusals = dict.fromkeys(BUSY_REASONS, 0)
+
+    def waited(self, seconds: float) -> None:
+        with self._lock:
+            self._waits.observe(seconds)
+
+    def refused(self, busy: DatabaseBusy) -> DatabaseBusy:
+        """Count ``busy`` and return it, to be raised where it was made."""
+        with self._lock:
+            self._refusals[busy.reason] += 1
+        return busy
+
+    def snapshot(self) -> tuple[HistogramSnapshot, dict[str, int]]:
+        """The wait histogram, and the refusals by reason."""
+        with self._lock:
+            return self._waits.snapshot(), dict(self._refusals)
 
 
 class DatabaseError(RuntimeError):
@@ -124,6 +171,7 @@ class Database:
         # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
         # for SQLite's lock, while it still waits (None otherwise).
         self._sqlite_lock_wait_since: float | None = None
+        self.write_stats = WriteStats()
         self._closed = False
         self._initialise()
         # The path as given, made absolute now (a later chdir must not move it);
@@ -301,13 +349,16 @@ class Database:
         try:
             left = started + self._busy_timeout_ms / 1000 - time.monotonic()
             if not self._write_lock.acquire(timeout=max(left, 0)):
-                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+                raise self.write_stats.refused(DatabaseBusy(
+                    "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             try:
                 with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
                         _synchronous(conn, durable):
                     try:
                         self._sqlite_lock_wait_since = time.monotonic()
-                        with _busy_errors(), _immediate(conn, began=self._stop_waiting):
+                        with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
+                            # Under the write lock, SQLite's lock taken: all the waiting is over.
+                            self.write_stats.waited(time.monotonic() - started)
                             yield conn
                             # Last, so that nothing is committed into a file nobody will open again.
                             self.storage.verify_path()
@@ -342,11 +393,13 @@ class Database:
         while True:
             since = self._sqlite_lock_wait_since
             if since is not None and time.monotonic() - since > STUCK_WRITE_SECONDS:
-                raise DatabaseBusy(f"{self._max_writers} writes are waiting for a database lock that another "
-                                   f"process has held for over {STUCK_WRITE_SECONDS} s")
+                raise self.write_stats.refused(DatabaseBusy(
+                    f"{self._max_writers} writes are waiting for a database lock that another process has held "
+                    f"for over {STUCK_WRITE_SECONDS} s", BUSY_WRITERS_STUCK))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DatabaseBusy("other writes of this process held the database past the busy timeout")
+                raise self.write_stats.refused(DatabaseBusy(
+                    "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             if self._writer_slots.acquire(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
                 return
 
@@ -383,8 +436,22 @@ class Database:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._connection() as conn, self._storage_errors(), _busy_errors():
+        with self._connection() as conn, self._storage_errors(), self._busy_errors():
             yield conn
+
+    @contextlib.contextmanager
+    def _busy_errors(self) -> Iterator[None]:
+        """SQLite's "database is locked" (the busy timeout ran out) as DatabaseBusy, counted.
+
+        :raises DatabaseBusy:
+        """
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            message = str(error).lower()
+            if "database is locked" in message or "database is busy" in message:
+                raise self.write_stats.refused(DatabaseBusy(str(error))) from error
+            raise
 
     def close(self) -> None:
         """Close every thread's connection; later calls fail with DatabaseError."""
@@ -500,18 +567,3 @@ def _synchronous(conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
         # Not suppressed: an error here discards the connection (Database._connection)
         # rather than leave it committing without waiting for the disk.
         conn.execute("PRAGMA synchronous = FULL")
-
-
-@contextlib.contextmanager
-def _busy_errors() -> Iterator[None]:
-    """SQLite's "database is locked" (the busy timeout ran out) as DatabaseBusy.
-
-    :raises DatabaseBusy:
-    """
-    try:
-        yield
-    except sqlite3.OperationalError as error:
-        message = str(error).lower()
-        if "database is locked" in message or "database is busy" in message:
-            raise DatabaseBusy(str(error)) from error
-        raise

@@ -39,6 +39,9 @@ class WebhookStatus:
 
     position: WebhookPosition
     pending: int
+    # When the oldest of those events was created (GET /metrics: the webhook's lag); None when none is
+    # pending, or when not asked for.
+    oldest_pending_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,9 @@ class Deliveries:
                 (failed_attempts, error, at, next_attempt_at, name, holder))
             return cursor.rowcount == 1
 
-    def statuses(self, webhooks: Sequence[Webhook]) -> list[WebhookStatus]:
-        """Each webhook's position and how many events it matches after it, in one read transaction."""
+    def statuses(self, webhooks: Sequence[Webhook], *, oldest_pending: bool = False) -> list[WebhookStatus]:
+        """Each webhook's position and how many events it matches after it, in one read transaction; with
+        ``oldest_pending``, also when the first of those was created."""
         statuses = []
         with self._db._read() as conn:
             conn.execute("BEGIN")
@@ -127,7 +131,10 @@ class Deliveries:
                     row = conn.execute(f"SELECT {_POSITION_COLUMNS} FROM webhook_positions WHERE name = ?",
                                        (hook.name,)).fetchone()
                     position = WebhookPosition(*row) if row else WebhookPosition(hook.name, 0)
-                    statuses.append(WebhookStatus(position, _pending(conn, hook, position.delivered_through)))
+                    pending = _pending(conn, hook, position.delivered_through)
+                    oldest = _oldest_pending_at(conn, hook, position.delivered_through) \
+                        if oldest_pending and pending else None
+                    statuses.append(WebhookStatus(position, pending, oldest))
             finally:
                 conn.execute("COMMIT")
         return statuses
@@ -172,14 +179,25 @@ def _still_holds(conn, holder: str) -> bool:
 
 
 def _pending(conn, hook: Webhook, after: int) -> int:
+    source, parameters = _matching_after(hook, after)
+    return conn.execute(f"SELECT count(*) {source}", parameters).fetchone()[0]
+
+
+def _oldest_pending_at(conn, hook: Webhook, after: int) -> str | None:
+    source, parameters = _matching_after(hook, after)
+    row = conn.execute(f"SELECT e.created_at {source} ORDER BY e.id LIMIT 1", parameters).fetchone()
+    return None if row is None else row[0]
+
+
+def _matching_after(hook: Webhook, after: int) -> tuple[str, list]:
+    """FROM … WHERE … of the events after ``after`` that ``hook`` matches, and its parameters."""
     conditions, parameters = ["e.id > ?"], [after]
     for column, allowed in (("e.type", hook.types), ("d.service", hook.services),
                             ("d.environment", hook.environments)):
         if allowed is not None:
             conditions.append(f"{column} IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(sorted(allowed)))
-    # Without a service or environment filter the count is a range of the events' rowids alone.
+    # Without a service or environment filter the events are a range of their rowids alone.
     join = "" if hook.services is None and hook.environments is None else \
         " JOIN deployments d ON d.id = e.deployment_id"
-    return conn.execute(f"SELECT count(*) FROM deployment_events e{join} WHERE {' AND '.join(conditions)}",
-                        parameters).fetchone()[0]
+    return f"FROM deployment_events e{join} WHERE {' AND '.join(conditions)}", parameters

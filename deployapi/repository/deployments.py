@@ -209,6 +209,40 @@ class Repository(Database):
                 f"SELECT {EVENT_COLUMNS} FROM deployment_events e ORDER BY e.id DESC LIMIT 1").fetchone()
         return row_to_event(row) if row else None
 
+    def status_counts(self) -> tuple[dict[str, int], int]:
+        """The number of deployments in each status (statuses without any left out), and the newest event's id
+        (0 before the first), read in one snapshot.
+
+        Reads every entry of the status index: linear in the deployments (docs/performance.md, "GET /metrics").
+        """
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                counts = dict(conn.execute("SELECT status, count(*) FROM deployments GROUP BY status").fetchall())
+                head = conn.execute("SELECT coalesce(max(id), 0) FROM deployment_events").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+        return counts, head
+
+    def status_changes_after(self, after: int) -> tuple[list[tuple[str | None, str, int]], int]:
+        """How the events with ids above ``after`` moved deployments between statuses, as ``(from_status,
+        to_status, events)`` (``from_status`` None for creations), and the newest event's id, in one snapshot.
+
+        Every change of a deployment's status appends its event in the same transaction, and ids follow commit
+        order: counts read once (:meth:`status_counts`) plus these changes are the counts now, at the cost of
+        the events since.
+        """
+        with self._read() as conn:
+            conn.execute("BEGIN")
+            try:
+                changes = conn.execute(
+                    "SELECT from_status, to_status, count(*) FROM deployment_events WHERE id > ?"
+                    " GROUP BY from_status, to_status", (after,)).fetchall()
+                head = conn.execute("SELECT coalesce(max(id), 0) FROM deployment_events").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+        return [tuple(change) for change in changes], head
+
     def list_events_after(self, after: int, limit: int, *, since: str | None = None, service: str | None = None,
                           environment: str | None = None, event_type: str | None = None) -> list[Event]:
         """Events of every deployment with ids above ``after``, in id (= commit) order.

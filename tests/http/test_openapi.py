@@ -132,6 +132,20 @@ def test_every_route_is_documented_and_every_documented_operation_is_routed(app)
     assert set(routed) == set(documented_operations(load_openapi()))
 
 
+def test_with_metrics_on_the_one_route_more_is_get_metrics_which_the_document_leaves_out(tmp_path):
+    # Opt-in, Prometheus text rather than JSON, and absent from a default server: the document
+    # describes the API every server of it answers (docs/operations.md, "Metrics").
+    app = deployapi.create_app(tmp_path / "metrics.db", metrics=True)
+    try:
+        routed = routed_operations(app.url_map)
+    finally:
+        app.close()
+    documented = documented_operations(load_openapi())
+    assert set(routed) - set(documented) == {("GET", "/metrics")}
+    assert set(documented) <= set(routed)
+    assert "/metrics" not in load_openapi()["paths"]
+
+
 def test_operation_ids_name_the_handlers(app):
     documented = documented_operations(load_openapi())
     for (method, path), endpoint in routed_operations(app.url_map).items():

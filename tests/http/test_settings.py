@@ -9,7 +9,7 @@ from builders import create_body
 from werkzeug.test import Client
 
 from deployapi import create_app
-from deployapi.config import app_from_settings, load_settings
+from deployapi.config import ConfigError, app_from_settings, load_settings
 
 TRUSTING_A_HEADER = {"DEPLOYAPI_TRUST_REMOTE_USER": "true", "DEPLOYAPI_REMOTE_USER_HEADER": "X-Forwarded-User"}
 
@@ -51,3 +51,36 @@ def test_an_identity_header_without_trusting_identities_is_refused(tmp_path):
     with pytest.raises(ValueError, match="trust_remote_user"):
         create_app(tmp_path / "x.db", remote_user_header="X-Forwarded-User")
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize(("flags", "environ", "served"), [
+    pytest.param({}, {}, False, id="default: off"),
+    pytest.param({}, {"DEPLOYAPI_METRICS": "true"}, True, id="variable"),
+    pytest.param({"metrics": "true"}, {}, True, id="flag"),
+    pytest.param({}, {"DEPLOYAPI_METRICS": "0"}, False, id="variable off"),
+])
+def test_the_metrics_setting_decides_whether_metrics_is_served(tmp_path, flags, environ, served):
+    app = app_from_settings(load_settings({"db": str(tmp_path / "m.db"), **flags}, environ), configure_logging=False)
+    try:
+        response = Client(app).get("/metrics")
+        assert response.status_code == (200 if served else 404)
+    finally:
+        app.close()
+
+
+def test_a_metrics_setting_that_is_not_a_boolean_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="DEPLOYAPI_METRICS: 'often' is not one of"):
+        load_settings({"db": str(tmp_path / "m.db")}, {"DEPLOYAPI_METRICS": "often"})
+
+
+def test_the_wsgi_module_serves_metrics_when_the_variable_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYAPI_DB", str(tmp_path / "w.db"))
+    monkeypatch.setenv("DEPLOYAPI_METRICS", "true")
+    for name in ("DEPLOYAPI_LOG_LEVEL", "DEPLOYAPI_LOG_FORMAT", "DEPLOYAPI_TRUST_REMOTE_USER"):
+        monkeypatch.delenv(name, raising=False)
+    app = runpy.run_module("deployapi.wsgi")["app"]
+    try:
+        response = Client(app).get("/metrics")
+        assert response.status_code == 200 and response.mimetype == "text/plain"
+    finally:
+        app.close()

@@ -2,6 +2,7 @@
 
     python tests/perf/instructions.py                      # get list create approve, 200 requests each
     python tests/perf/instructions.py get --requests 300
+    python tests/perf/instructions.py get create --metrics   # with GET /metrics switched on
 
 For each workload the app runs twice under ``valgrind --tool=callgrind``, once
 with the set-up alone (a fresh database, 480 deployments over 8 services) and
@@ -39,7 +40,7 @@ def body(i: int) -> dict:
             "risk": "low: config-only change"}
 
 
-def run_requests(workload: str, count: int) -> None:
+def run_requests(workload: str, count: int, metrics: bool = False) -> None:
     """The measured program: set up, then ``count`` requests of ``workload`` (each must answer 2xx)."""
     from werkzeug.test import EnvironBuilder
 
@@ -48,7 +49,7 @@ def run_requests(workload: str, count: int) -> None:
 
     logs.configure("info", "text")
     logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
-    app = create_app(os.path.join(tempfile.mkdtemp(), "instructions.db"))
+    app = create_app(os.path.join(tempfile.mkdtemp(), "instructions.db"), metrics=metrics)
     status: list[str] = []
 
     def call(method: str, path: str, payload: dict | None = None) -> bytes:
@@ -72,10 +73,10 @@ def run_requests(workload: str, count: int) -> None:
     app.close()
 
 
-def instructions(workload: str, count: int) -> int:
+def instructions(workload: str, count: int, metrics: bool = False) -> int:
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-         "--run", workload, "--requests", str(count)],
+         "--run", workload, "--requests", str(count), *(["--metrics"] if metrics else [])],
         capture_output=True, text=True, check=True)
     match = re.search(r"Collected : (\d+)", result.stderr)
     if match is None:
@@ -88,10 +89,12 @@ def main() -> None:
     parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                         help=f"any of {', '.join(WORKLOADS)} (default: all)")
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--metrics", action="store_true",
+                        help="with GET /metrics switched on (create_app(metrics=True))")
     parser.add_argument("--run", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_requests(args.run, args.requests)
+        run_requests(args.run, args.requests, args.metrics)
         return
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
@@ -99,7 +102,8 @@ def main() -> None:
     if args.requests > SEEDED:
         parser.error(f"--requests must be at most {SEEDED} (approve needs that many pending deployments)")
     for workload in args.workloads or WORKLOADS:
-        per_request = (instructions(workload, args.requests) - instructions(workload, 0)) / args.requests
+        per_request = (instructions(workload, args.requests, args.metrics)
+                       - instructions(workload, 0, args.metrics)) / args.requests
         print(f"{workload:8s} {per_request:12,.0f} instructions a request", flush=True)
 
 

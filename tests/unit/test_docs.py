@@ -395,3 +395,82 @@ def test_every_link_to_a_section_of_the_docs_finds_its_heading(path):
         if fragment not in anchors(document):
             broken.append(f"{target}#{fragment}")
     assert not broken
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+
+METRICS = "## Metrics"
+
+
+def exposed_metrics(tmp_path) -> dict[str, tuple[str, set[str]]]:
+    """name -> (type, label names) of every metric GET /metrics serves, from an app with a webhook and requests
+    answered; counters under their ``_total`` name, histograms without ``le``."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from werkzeug.test import Client
+
+    app = create_app(tmp_path / "metrics.db", metrics=True,
+                     config={"webhooks": [{"name": "audit", "url": "http://127.0.0.1:9/hooks"}]})
+    try:
+        client = Client(app)
+        client.get("/healthz")
+        text = client.get("/metrics").get_data(as_text=True)
+    finally:
+        app.close()
+    exposed = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        exposed[name] = (family.type, {label for sample in family.samples for label in sample.labels} - {"le"})
+    return exposed
+
+
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    rows = table(section(OPERATIONS, METRICS), "| metric |")
+    return {names(row[0])[0]: (row[1], set(names(row[2]))) for row in rows}
+
+
+def test_the_metrics_table_lists_exactly_the_metrics_served_with_their_types_and_labels(tmp_path):
+    documented = documented_metrics()
+    assert len(documented) == len(table(section(OPERATIONS, METRICS), "| metric |")), "a metric is listed twice"
+    assert documented == exposed_metrics(tmp_path)
+
+
+def yaml_blocks(text: str) -> list[object]:
+    import yaml  # a dependency of schemathesis, a test extra
+
+    return [yaml.safe_load(block) for block in re.findall(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
+
+
+def test_the_scrape_config_scrapes_metrics():
+    blocks = [block for block in yaml_blocks(section(OPERATIONS, METRICS)) if "scrape_configs" in block]
+    assert len(blocks) == 1
+    (job,) = blocks[0]["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"]
+
+
+def test_every_alerting_rule_is_well_formed_and_names_only_metrics_that_exist():
+    blocks = [block for block in yaml_blocks(section(OPERATIONS, METRICS)) if "groups" in block]
+    assert len(blocks) == 1
+    documented = documented_metrics()
+    # A histogram is queried through its series: NAME_bucket, NAME_sum, NAME_count.
+    metric_of = {name: name for name in documented}
+    metric_of.update({f"{name}_{part}": name for name, (kind, _) in documented.items() if kind == "histogram"
+                      for part in ("bucket", "sum", "count")})
+    rules = [rule for group in blocks[0]["groups"] for rule in group["rules"]]
+    assert len({rule["alert"] for rule in rules}) == len(rules) >= 10
+    covered = set()
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert isinstance(rule["expr"], str) and rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        assert re.fullmatch(r"\d+[smh]", rule.get("for", "0s")), rule["alert"]
+        assert rule["labels"]["severity"] in ("page", "ticket") and rule["annotations"]["summary"], rule["alert"]
+        named = set(re.findall(r"\bdeployapi_\w+", rule["expr"]))
+        assert named <= set(metric_of), (rule["alert"], named - set(metric_of))
+        covered |= {metric_of[series] for series in named}
+        # An annotation names only labels its series can have: the target's, or the metrics' own.
+        labels = {"instance", "job"}.union(*(documented[metric_of[series]][1] for series in named))
+        for label in re.findall(r"\$labels\.(\w+)", rule["annotations"]["summary"]):
+            assert label in labels, (rule["alert"], label)
+    # The alerts the issue names: 5xx, p99 latency by route, busy refusals, webhook lag, WAL growth.
+    assert {"deployapi_http_requests_total", "deployapi_http_request_duration_seconds", "deployapi_db_busy_total",
+            "deployapi_webhook_lag_seconds", "deployapi_webhook_pending_events",
+            "deployapi_database_wal_size_bytes"} <= covered
