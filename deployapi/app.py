@@ -282,6 +282,7 @@ def create_app(
         # receive, even when the deliverer is another process started later (deployapi relay).
         try:
             Deliveries(repository).register([hook.name for hook in hooks], format_timestamp(clock()))
+            repository.release_thread_connection()
         except BaseException:
             repository.close()
             raise

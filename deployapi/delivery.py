@@ -55,8 +55,10 @@ TAKEOVER_POLL_SECONDS = 1.0
 # processes; writes of this process wake it at once (Repository.add_commit_listener).
 POLL_SECONDS = 0.5
 BATCH = 200
-# At a stop, how long requests in flight may take to finish before they are abandoned.
+# At a stop, how long requests in flight may take to finish before they are abandoned,
+# and how long the threads then have to end.
 STOP_GRACE_SECONDS = 5.0
+STOP_ABANDON_SECONDS = 2.0
 # Of an answer's body, at most this much is read (and then the connection kept for the next request).
 MAX_ANSWER_BYTES = 64 * 1024
 # After an error of the database itself, the webhook's thread waits this long before it reads again.
@@ -110,6 +112,8 @@ class Deliverer:
         self._stopping = threading.Event()
         self._holding = threading.Event()
         self._lease_until = 0.0
+        # Counts the terms this deliverer held the lease (see _keep_lease).
+        self.generation = 0
         self._workers = [_Worker(self, hook) for hook in self.webhooks]
         self._lease_thread = threading.Thread(target=self._keep_lease, name="deployapi-webhooks-lease", daemon=True)
 
@@ -142,13 +146,17 @@ class Deliverer:
                 logger.info("webhook %s: abandoning the request in flight at stop; it will be sent again",
                             worker.hook.name)
                 worker.sender.abort()
+        # One deadline for all: a thread stuck where an abort cannot reach (a DNS lookup) must not make
+        # the stop take seconds per webhook.
+        deadline += STOP_ABANDON_SECONDS
         for worker in self._workers:
-            worker.thread.join(5)
-        self._lease_thread.join(5)
-        if self.holding:
-            self._holding.clear()
-            with contextlib.suppress(Exception):
-                self._deliveries.release_lease(self.holder)
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        self._lease_thread.join(max(0.0, deadline - time.monotonic()))
+        self._holding.clear()
+        # Whether or not this deliverer thinks it holds the lease (a renewal may have failed): the
+        # statement is fenced by the holder, and a released lease lets another take over at once.
+        with contextlib.suppress(Exception):
+            self._deliveries.release_lease(self.holder)
 
     # --- the lease ----------------------------------------------------------------
 
@@ -161,25 +169,30 @@ class Deliverer:
             try:
                 lease = self._deliveries.take_lease(candidate, now, self._holder_gone)
             except Exception as error:  # the database refused (busy, a storage fault): try again soon
+                # Not a lost lease: it has most of its time left, and _may_send stops new
+                # requests once it has too little; aborting those in flight would only repeat them.
                 logger.warning("webhooks: cannot renew the delivery lease: %s", error)
-                lease = None
-            if lease is not None and lease.holder == self.holder:
+                self._stopping.wait(min(self._renew_seconds, TAKEOVER_POLL_SECONDS))
+                continue
+            if lease.holder == self.holder:
                 self._lease_until = lease.expires_at
                 if not self._holding.is_set():
                     logger.info("webhooks: delivering to %d webhook(s) (%s)", len(self.webhooks),
                                 ", ".join(hook.name for hook in self.webhooks))
+                    # A new term: batches read in an earlier one are stale (another deliverer may have
+                    # moved the positions meanwhile), and their threads read their positions again.
+                    self.generation += 1
                     self._holding.set()
                     self._wake_all()
                 self._stopping.wait(self._renew_seconds)
                 continue
             if self._holding.is_set():
                 # Paused past the lease's expiry, and someone else took it: stop sending now.
-                logger.warning("webhooks: the delivery lease went to %s; stopping deliveries",
-                               lease.holder if lease else "nobody (the database could not be written)")
+                logger.warning("webhooks: the delivery lease went to %s; stopping deliveries", lease.holder)
                 self._holding.clear()
                 for worker in self._workers:
                     worker.sender.abort()
-            if lease is not None and lease.holder != waiting_for:
+            if lease.holder != waiting_for:
                 waiting_for = lease.holder
                 logger.info("webhooks: waiting; deliverer %s holds the delivery lease", lease.holder)
             self._stopping.wait(TAKEOVER_POLL_SECONDS)
@@ -228,6 +241,7 @@ class _Worker:
         deliverer, hook = self.deliverer, self.hook
         if not self._wait_until(deliverer._may_send):
             return
+        generation = deliverer.generation
         self.wake.clear()  # before reading: a commit after the read wakes the wait below
         position = deliverer._deliveries.position(hook.name)
         batch = deliverer._deliveries.events_after(position.delivered_through, BATCH)
@@ -240,21 +254,28 @@ class _Worker:
             deliverer._deliveries.record_delivered(hook.name, batch[-1].event.id, deliverer.holder, None)
             return
         context = deliverer._repository.event_context(matching)
-        failed, due = position.failed_attempts, _instant(position.next_attempt_at)
+        failed = position.failed_attempts
+        due = _instant(position.next_attempt_at)
+        if due is not None:
+            # Recorded under a clock that ran ahead, it could be a day away: never more than the longest back-off.
+            due = min(due, deliverer._wall() + hook.max_backoff_seconds)
+        self.sender.rearm()
         for event in matching:
             deployment, first_success = context[event.id]
             if not self._deliver(webhooks.delivery(hook, event, deployment, first_success=first_success),
-                                 failed, due):
+                                 failed, due, generation):
                 return
             failed, due = 0, None
 
-    def _deliver(self, delivery: Delivery, failed: int, due: float | None) -> bool:
-        """Send ``delivery`` until a 2xx; False when stopped or the lease was lost first."""
+    def _deliver(self, delivery: Delivery, failed: int, due: float | None, generation: int) -> bool:
+        """Send ``delivery`` until a 2xx.  False when stopped, or when the lease was lost or is too short
+        to send now, or this batch belongs to an earlier term of the lease: the caller reads the
+        position again (so an event another deliverer acknowledged meanwhile is not sent again)."""
         deliverer, hook = self.deliverer, self.hook
         while True:
             if due is not None and deliverer._stopping.wait(max(0.0, due - deliverer._wall())):
                 return False
-            if not self._wait_until(deliverer._may_send):
+            if deliverer._stopping.is_set() or not deliverer._may_send() or deliverer.generation != generation:
                 return False
             at = deliverer._clock()
             answer = self.sender.send(delivery.body, delivery.headers(int(deliverer._wall())))
@@ -267,7 +288,7 @@ class _Worker:
                     logger.info("webhook %s: event %d delivered after %d failed attempt(s)", hook.name,
                                 delivery.event_id, failed)
                 return True
-            if deliverer._stopping.is_set() or not deliverer.holding:
+            if deliverer._stopping.is_set() or not deliverer.holding or deliverer.generation != generation:
                 return False  # abandoned: the next deliverer sends it again
             failed += 1
             delay = webhooks.retry_delay(failed, hook.max_backoff_seconds)
@@ -344,9 +365,10 @@ class Sender:
         self._aborted = False
 
     def send(self, body: bytes, headers: dict[str, str]) -> Answer:
+        if self._aborted:
+            return Answer(error="abandoned (the deliverer is stopping or lost its lease)")
         deadline = time.monotonic() + self._timeout
         reused = self._connection is not None
-        self._aborted = False
         try:
             return self._exchange(body, headers, deadline)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
@@ -378,6 +400,10 @@ class Sender:
         if not 200 <= response.status < 300:
             return Answer(response.status, f"HTTP {response.status} {response.reason}".strip())
         return Answer(response.status)
+
+    def rearm(self) -> None:
+        """Send again after an abort: the worker's call, when it starts a batch in a new term of the lease."""
+        self._aborted = False
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
@@ -443,6 +469,8 @@ class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = _open_socket(self.host, self.port, self.deadline)
         if self._tls is not None:
+            # The handshake runs inside wrap_socket on the socket's own timeout: what is left, not what was.
+            sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
             sock = self._tls.wrap_socket(sock, server_hostname=self.host)
             sock.deadline = self.deadline
         self.sock = sock
@@ -455,10 +483,13 @@ class _Connection(http.client.HTTPConnection):
 
 def _open_socket(host: str, port: int, deadline: float) -> socket.socket:
     error: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for index, (family, kind, proto, _, address) in enumerate(addresses):
         sock = _DeadlineSocket(family, kind, proto)
         try:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            # An equal part of what is left for each address still to try: an address that drops
+            # packets (a broken IPv6 route) must not take the whole deadline from one that answers.
+            sock.settimeout(max((deadline - time.monotonic()) / (len(addresses) - index), 0.001))
             sock.connect(address)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.deadline = deadline

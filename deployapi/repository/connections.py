@@ -322,6 +322,16 @@ class Database:
             self._threads.add(held)
         return held
 
+    def release_thread_connection(self) -> None:
+        """Close the calling thread's kept connection, if it has one: for a thread done with the database.
+
+        create_app writes at start-up (webhook positions) on the thread that builds the app, which is
+        often a server's master process about to fork its workers: none of them may inherit it.
+        """
+        held = getattr(self._local, "connection", None)
+        if held is not None and not held.in_use:
+            self._discard(held)
+
     def _discard(self, held: _ThreadConnection) -> None:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None

@@ -101,14 +101,15 @@ class Deliveries:
     def record_delivered(self, name: str, through: int, holder: str, at: str | None) -> bool:
         """Move the position to ``through``; ``at`` is the time of the 2xx that acknowledged it (None when
         ``through`` passes only events the webhook does not match).  False, and no change, when ``holder``
-        no longer holds the lease."""
+        no longer holds the lease, or the position is already there or past it (another deliverer got there
+        while this one did not hold the lease): either way the caller reads the position again."""
         with self._db._write(durable=False) as conn:
             cursor = conn.execute(
                 "UPDATE webhook_positions SET delivered_through = ?, failed_attempts = 0, last_error = NULL,"
                 " next_attempt_at = NULL, last_attempt_at = coalesce(?, last_attempt_at)"
                 f" WHERE name = ? AND delivered_through < ? AND {_HOLDS_LEASE}",
                 (through, at, name, through, holder))
-            return cursor.rowcount == 1 or _still_holds(conn, holder)
+            return cursor.rowcount == 1
 
     def record_failure(self, name: str, failed_attempts: int, error: str, at: str, next_attempt_at: str,
                        holder: str) -> bool:
@@ -171,11 +172,6 @@ class Deliveries:
 
 _POSITION_COLUMNS = "name, delivered_through, failed_attempts, last_attempt_at, last_error, next_attempt_at"
 _HOLDS_LEASE = "EXISTS (SELECT 1 FROM webhook_deliverer WHERE holder = ?)"
-
-
-def _still_holds(conn, holder: str) -> bool:
-    # The position was already there or past it (nothing to move): fine, if the lease is still ours.
-    return conn.execute(f"SELECT {_HOLDS_LEASE}", (holder,)).fetchone()[0] == 1
 
 
 def _pending(conn, hook: Webhook, after: int) -> int:
