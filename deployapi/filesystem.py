@@ -31,14 +31,17 @@ def describe(error: OSError) -> str:
     return f"{reason}: {error.filename!r}" if error.filename else reason
 
 
+def _place_problem(file: Path) -> str | None:
+    """What is wrong with where ``file`` is, before the file itself: its directory, or a directory in its place."""
+    return directory_problem(file.parent) or ("it is a directory" if file.is_dir() else None)
+
+
 def why_unreadable(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be opened for reading, or None when it can."""
     file = Path(path)
-    problem = directory_problem(file.parent)
+    problem = _place_problem(file)
     if problem:
         return problem
-    if file.is_dir():
-        return "it is a directory"
     if not file.exists():
         return "no such file"
     return _open_problem(file, os.O_RDONLY, "read", file)
@@ -51,11 +54,9 @@ def why_unwritable(path: str | os.PathLike, *, sidecars: tuple[str, ...] = ()) -
     or creatable in its directory (SQLite's ``-wal`` and ``-shm``).
     """
     file = Path(path)
-    problem = directory_problem(file.parent)
+    problem = _place_problem(file)
     if problem:
         return problem
-    if file.is_dir():
-        return "it is a directory"
     missing = []
     for candidate in (file, *(file.with_name(file.name + suffix) for suffix in sidecars)):
         if candidate.exists():
@@ -70,11 +71,9 @@ def why_unwritable(path: str | os.PathLike, *, sidecars: tuple[str, ...] = ()) -
 def why_not_creatable(path: str | os.PathLike) -> str | None:
     """Why a new file cannot be created at ``path``, or None when it can."""
     file = Path(path)
-    problem = directory_problem(file.parent)
+    problem = _place_problem(file)
     if problem:
         return problem
-    if file.is_dir():
-        return "it is a directory"
     if file.exists() or file.is_symlink():
         return "it exists already"
     return _creation_problem(file, file)
