@@ -63,12 +63,11 @@ STOP_ABANDON_SECONDS = 2.0
 MAX_ANSWER_BYTES = 64 * 1024
 # After an error of the database itself, the webhook's thread waits this long before it reads again.
 DATABASE_RETRY_SECONDS = 1.0
-# The part of a CPU that deliveries may take inside ``deployapi serve``.  Its
-# requests and the deliverer share one interpreter lock, and a server under
-# load has no lock time to spare: at this share the API keeps 9/10 of its
-# throughput while a backlog drains, and a fast receiver still gets a few
-# hundred events a second (docs/performance.md, "Webhooks").  deployapi relay
-# runs alone in its process and takes what it needs.
+# The part of a CPU that deliveries may take inside ``deployapi serve`` while
+# requests come in.  Its requests and the deliverer share one interpreter lock,
+# and a server under load has no lock time to spare: whatever the deliverer
+# takes, the requests lose (docs/performance.md, "Webhooks", for what this share
+# costs and delivers).  deployapi relay runs alone in its process and takes what it needs.
 SERVE_SHARE = 0.1
 PAUSE_AFTER_CPU_SECONDS = 0.01
 
@@ -304,9 +303,9 @@ class _Worker:
         """Keep to this thread's share of a CPU: rest in proportion to the CPU used since the last rest."""
         if self.deliverer._pause_factor:
             used = time.thread_time() - self._cpu_mark
-            # A few milliseconds of work, then one longer rest: every wake-up costs
-            # more than the work of one event (caches gone cold), so resting after
-            # each event would triple what an event costs.
+            # A few milliseconds of work, then one longer rest: a thread woken after
+            # every event finds its caches cold each time, which costs more than the
+            # event's own work.
             if used >= PAUSE_AFTER_CPU_SECONDS:
                 if self.deliverer._busy():
                     self.deliverer._stopping.wait(used * self.deliverer._pause_factor)

@@ -129,9 +129,9 @@ def get_policy(request: Request, ctx: Context) -> Response:
 
 def list_webhooks(request: Request, ctx: Context) -> Response:
     """GET /webhooks: each configured webhook's position, backlog and last attempt; no secret, no URL path."""
-    statuses = ctx.deliveries.statuses(ctx.webhooks) if ctx.webhooks and ctx.deliveries else []
-    items = [webhook_json(hook, status) for hook, status in zip(ctx.webhooks[:len(statuses)], statuses, strict=True)]
-    return json_response({"items": items})
+    statuses = ctx.deliveries.statuses(ctx.webhooks) if ctx.webhooks else []
+    return json_response({"items": [webhook_json(hook, status)
+                                    for hook, status in zip(ctx.webhooks, statuses, strict=True)]})
 
 
 def event_head(request: Request, ctx: Context) -> Response:

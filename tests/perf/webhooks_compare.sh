@@ -16,21 +16,21 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 export ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-10}" WORKLOADS="${WORKLOADS:-create}" BASE="${BASE:-project}"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-for mode in "${@:-fast hang}"; do
-  for m in $mode; do
-    "$PYTHON" tests/perf/webhook_receiver.py "$m" "$work/$m.port" > "$work/$m.out" &
-    receiver=$!
-    for _ in $(seq 50); do [ -s "$work/$m.port" ] && break; sleep 0.1; done
-    cat > "$work/$m.toml" <<TOML
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(fast hang)
+for m in "${modes[@]}"; do
+  "$PYTHON" tests/perf/webhook_receiver.py "$m" "$work/$m.port" > "$work/$m.out" &
+  receiver=$!
+  for _ in $(seq 50); do [ -s "$work/$m.port" ] && break; sleep 0.1; done
+  cat > "$work/$m.toml" <<TOML
 [[webhooks]]
 name = "bench-$m"
 url = "http://127.0.0.1:$(cat "$work/$m.port")/hook"
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 format = "json"
 TOML
-    echo "### webhook receiver: $m"
-    PROJECT_ALT_ARGS="--config $work/$m.toml" "$BENCH/compare.sh" project project-alt
-    kill -TERM "$receiver"; wait "$receiver" || true
-    echo "### receiver $m: $(cat "$work/$m.out")"
-  done
+  echo "### webhook receiver: $m"
+  PROJECT_ALT_ARGS="--config $work/$m.toml" "$BENCH/compare.sh" project project-alt
+  kill -TERM "$receiver"; wait "$receiver" || true
+  echo "### receiver $m: $(cat "$work/$m.out")"
 done
