@@ -22,7 +22,7 @@ from .config_file import load_config
 from .errors import MAX_BODY_BYTES, problem_response, unauthenticated
 from .handlers import Context
 from .policy import Policy, default_policy
-from .repository import Deliveries, Repository, utc_now
+from .repository import DatabaseReadOnly, Deliveries, Repository, utc_now
 from .timestamps import format_timestamp
 from .webhooks import Webhook
 
@@ -52,6 +52,10 @@ IDENTITY_REFUSED = "deployapi.identity_refused"
 # so load balancers can probe the service and Prometheus scrape it (scrapers
 # carry no identity; docs/operations.md, "Metrics").
 PUBLIC_ENDPOINTS = frozenset({"health", "metrics"})
+
+# What a read-only app answers; every other method a route allows is a write, refused with 503 read_only.
+# By method rather than by route, so that a write route added later is refused without a list to keep.
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _url_map(*, metrics: bool = False) -> Map:
@@ -98,6 +102,8 @@ class DeployAPI:
                  remote_groups_header: str | None = None, clock: Callable[[], datetime] = utc_now,
                  metrics: bool = False):
         self.repository = repository
+        # A replica: its repository was opened read-only, and dispatch refuses every write.
+        self.read_only = repository.read_only
         # The configuration file's webhooks: GET /webhooks shows them, and whoever
         # delivers (deployapi serve, deployapi relay, a delivery.Deliverer) reads them here.
         self.webhooks = tuple(webhooks)
@@ -144,6 +150,9 @@ class DeployAPI:
             rule, arguments = self._routes.match(request.path, request.method, websocket=False, return_rule=True)
             choice, paths = self._route_names[rule.rule]
             route = paths[arguments[choice] if choice else None]
+            if self.read_only and request.method not in READ_METHODS:
+                # Before the identity, the body and the Idempotency-Key: none of them can make it succeed here.
+                raise DatabaseReadOnly(f"{request.method} {rule.rule} on a read-only app")
             if self.context.trust_remote_user and rule.endpoint not in PUBLIC_ENDPOINTS:
                 _require_identity(request.environ)
             return route, HANDLERS[rule.endpoint](request, self.context, **arguments)
@@ -220,6 +229,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     busy_timeout_ms: int | None = None,
     metrics: bool = False,
+    read_only: bool = False,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
@@ -240,6 +250,11 @@ def create_app(
     waiting writers never hold every thread).  With ``metrics``, ``GET /metrics``
     answers in the Prometheus text format (docs/operations.md, "Metrics");
     without it that path is 404 like any other the API does not list.
+    With ``read_only`` (a replica on a restored or replicated copy), the file
+    must exist at this deployapi's schema version and is never written: every
+    GET answers from it, every write is ``503 read_only``, and the configuration
+    file's webhooks are shown but not registered (docs/operations.md, "A
+    read-only replica").
     ``clock`` (returning an aware UTC datetime) and ``busy_timeout_ms`` replace
     the repository's defaults, for tests.
 
@@ -254,7 +269,7 @@ def create_app(
     :raises config_file.ConfigFileError: (a ValueError) for a configuration file that cannot be
         used, naming the file, the key and the problem; nothing is opened or created then.
     :raises repository.DatabaseError: when the file cannot be opened as a database, or is missing
-        and ``require_existing`` is set.
+        and ``require_existing`` or ``read_only`` is set, or (``read_only``) its schema is older.
     """
     if db_path is None:
         raise TypeError("create_app() needs db_path, and reads no environment variables; as a zero-argument "
@@ -276,10 +291,11 @@ def create_app(
     # Only what the caller chose: the repository keeps its own default.
     timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
     repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, clock=clock,
-                            **timeout)
-    if hooks:
+                            read_only=read_only, **timeout)
+    if hooks and not read_only:
         # Now, not when a deliverer first runs: the events written from here on are each webhook's to
-        # receive, even when the deliverer is another process started later (deployapi relay).
+        # receive, even when the deliverer is another process started later (deployapi relay).  Read-only,
+        # nothing is registered: a replica delivers nothing, and GET /webhooks shows the copy's positions.
         try:
             Deliveries(repository).register([hook.name for hook in hooks], format_timestamp(clock()))
             repository.release_thread_connection()

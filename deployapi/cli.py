@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics", dest="metrics", action="store_const", const="true",
                        help="serve GET /metrics in the Prometheus text format, without authentication; "
                             "default off: /metrics is 404 (DEPLOYAPI_METRICS)")
+    serve.add_argument("--read-only", dest="read_only", action="store_const", const="true",
+                       help="serve an existing copy (a restore, a backup) without writing to it: every GET "
+                            "answers, every write is 503 read_only, no webhook is delivered (DEPLOYAPI_READ_ONLY)")
 
     relay = commands.add_parser(
         "relay", help="deliver webhooks without serving the API",
@@ -221,7 +224,9 @@ def serve(flags: dict) -> int:
     stopping = _stop_on_signals()
     # Beside the server, never in its threads: a receiver that hangs holds up no request.
     deliverer = None
-    if app.webhooks:
+    if app.webhooks and app.read_only:
+        logger.info("read-only: no webhook is delivered; GET /webhooks shows the positions the copy holds")
+    elif app.webhooks:
         deliverer = Deliverer(app.repository, app.webhooks, share=SERVE_SHARE,
                               busy=lambda: time.perf_counter() - app.last_request_at < BUSY_SECONDS)
     print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",

@@ -39,6 +39,7 @@ class Settings:
     remote_groups_header: str | None = None
     require_existing: bool = False
     metrics: bool = False
+    read_only: bool = False
     connection_limit: int = Limits.connection_limit
     channel_timeout: int = Limits.channel_timeout
     outbuf_high_watermark: int = Limits.outbuf_high_watermark
@@ -58,6 +59,7 @@ ENVIRONMENT_VARIABLES = {
     "remote_groups_header": "DEPLOYAPI_REMOTE_GROUPS_HEADER",
     "require_existing": "DEPLOYAPI_REQUIRE_EXISTING",
     "metrics": "DEPLOYAPI_METRICS",
+    "read_only": "DEPLOYAPI_READ_ONLY",
     "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
     "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
     "outbuf_high_watermark": "DEPLOYAPI_OUTBUF_HIGH_WATERMARK",
@@ -98,7 +100,7 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
             if text.lower() not in choices:
                 raise ConfigError(f"{source}: {text!r} is not one of {', '.join(choices)}")
             values[name] = text.lower()
-    for name in ("trust_remote_user", "require_existing", "metrics"):
+    for name in ("trust_remote_user", "require_existing", "metrics", "read_only"):
         if name in raw:
             values[name] = _boolean(*raw[name])
     for name in ("remote_user_header", "remote_groups_header"):
@@ -130,7 +132,7 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
 
     :raises ValueError: for settings ``create_app`` refuses.
     :raises repository.DatabaseError: when the database cannot be opened (or is missing, with
-        ``require_existing``).
+        ``require_existing`` or ``read_only``; or, with ``read_only``, needs an upgrade).
     """
     if configure_logging:
         logs.configure(settings.log_level, settings.log_format)
@@ -139,7 +141,7 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
                       remote_user_header=settings.remote_user_header,
                       remote_groups_header=settings.remote_groups_header,
                       require_existing=settings.require_existing, max_writers=max_writers,
-                      metrics=settings.metrics)
+                      metrics=settings.metrics, read_only=settings.read_only)
 
 
 def _boolean(text: str, source: str) -> bool:
@@ -162,7 +164,7 @@ def _integer(text: str, source: str, *, low: int, high: int) -> int:
 # connection limits are the hosting server's.  So a DEPLOYAPI_PORT meant for
 # "deployapi serve" cannot stop another server from loading the app.
 HOSTED_SETTINGS = ("db", "production_environments", "config", "log_level", "log_format", "trust_remote_user",
-                   "remote_user_header", "remote_groups_header", "require_existing", "metrics")
+                   "remote_user_header", "remote_groups_header", "require_existing", "metrics", "read_only")
 HOSTED_VARIABLES = frozenset(ENVIRONMENT_VARIABLES[name] for name in HOSTED_SETTINGS)
 
 

@@ -32,7 +32,7 @@ from .lifecycle import (
     SelfApproval,
     ValidationFailed,
 )
-from .repository import DatabaseBusy, DeploymentNotFound
+from .repository import DatabaseBusy, DatabaseReadOnly, DeploymentNotFound
 from .storage import StorageFault
 
 logger = logging.getLogger("deployapi")
@@ -176,6 +176,11 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
                                               "failing storage, or the file was removed or replaced); nothing was "
                                               "written, retry later"),
                             headers=lambda e: {"Retry-After": STORAGE_RETRY_AFTER_SECONDS}),
+    # No Retry-After: this server never takes the write, however long the client waits.
+    DatabaseReadOnly: ErrorKind(503, "read_only", "Read-only replica",
+                                detail=lambda e: ("this server serves a read-only copy of the database and takes no "
+                                                  "writes; nothing was written: send writes to the primary "
+                                                  "deployapi server")),
     MethodNotAllowed: ErrorKind(405, "method_not_allowed", "Method not allowed",
                                 detail=lambda e: f"this path allows only {', '.join(_allowed_methods(e))}",
                                 headers=lambda e: {"Allow": ", ".join(_allowed_methods(e))}),

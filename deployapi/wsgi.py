@@ -3,8 +3,8 @@
 The app that :func:`config.app_from_environment` makes, once, at import:
 configured from the same ``DEPLOYAPI_*`` environment variables as ``deployapi
 serve`` (database, production environments, configuration file, logging,
-trusted identity, metrics) and built by the same function; host, port and threads belong
-to the hosting server.  For a server that calls a factory instead, use
+trusted identity, metrics, read-only serving) and built by the same function;
+host, port and threads belong to the hosting server.  For a server that calls a factory instead, use
 ``deployapi:app_from_environment`` itself.
 """
 

@@ -12,7 +12,8 @@ A package by job; everything callers use is importable from here:
 - ``rows``: the selected columns and the row-to-dataclass mapping;
 - ``deliveries``: webhook positions and the deliverer's lease;
 - ``backup``: online copies of a live database;
-- ``read_only``: read-only connections, to copies in read-only directories too.
+- ``read_only``: read-only connections, to copies in read-only directories too
+  (``check``, ``backup``, and a Database opened with ``read_only=True``).
 """
 
 from ..storage import StorageFault
@@ -29,6 +30,7 @@ from .connections import (
     Database,
     DatabaseBusy,
     DatabaseError,
+    DatabaseReadOnly,
     utc_now,
 )
 from .deliveries import Deliveries, Lease, PendingEvent, WebhookPosition, WebhookStatus
@@ -67,7 +69,8 @@ from .schema import (
 
 __all__ = [
     "BUSY_REASONS", "BUSY_TIMEOUT_MS", "ChainBroken", "ChainHead", "Clock", "DEPLOYMENT_DOCUMENT", "Database",
-    "DatabaseBusy", "DatabaseError", "Deliveries", "DeploymentNotFound", "EVENTS_WITH_CONTENT_SQL", "EventPage",
+    "DatabaseBusy", "DatabaseError", "DatabaseReadOnly", "Deliveries", "DeploymentNotFound",
+    "EVENTS_WITH_CONTENT_SQL", "EventPage",
     "IDEMPOTENCY_PRUNE_BATCH", "IDEMPOTENCY_RETENTION", "JOURNAL_SIZE_LIMIT_BYTES", "Lease", "ListingPage",
     "MIGRATIONS", "MIN_SQLITE", "Migration", "PIPELINE_COLUMNS_SINCE", "POLICY_COLUMNS_SINCE", "PendingEvent",
     "Repository", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "SchemaTooNew", "StorageFault", "StoredResponse",

@@ -5,7 +5,15 @@ thread a connection of its own, runs every write as one ``BEGIN IMMEDIATE``
 transaction behind this process's write lock and a bounded number of writer
 slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
 ("database is locked"), StorageFault (the storage failed), DatabaseError (the
-file cannot be used).  The queries are the Repository's, built on it.
+file cannot be used), DatabaseReadOnly (a write to a database opened
+read-only).  The queries are the Repository's, built on it.
+
+Opened with ``read_only=True`` (a replica serving a restored or replicated
+copy), it writes nothing to the file, ever: no schema.sql, no migration, no
+journal-mode switch, no checkpoint; every connection is SQLite's ``mode=ro``
+(through read_only.connect_read_only, so a copy in a directory that refuses
+SQLite's ``-shm`` is read too) with ``PRAGMA query_only`` as a second guard,
+and :meth:`Database._write` refuses before it takes a connection.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import lifecycle
-from ..filesystem import SIDECARS, describe, why_unwritable
+from ..filesystem import SIDECARS, describe, directory_problem, why_unreadable, why_unwritable
 from ..histogram import Histogram, HistogramSnapshot
 from ..storage import FileWatch, StorageFault, storage_reason
+from .read_only import connect_read_only
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
 logger = logging.getLogger("deployapi")
@@ -109,6 +118,10 @@ class DatabaseError(RuntimeError):
     """The database file cannot be opened or used (missing directory, not SQLite, read-only)."""
 
 
+class DatabaseReadOnly(RuntimeError):
+    """A write asked of a database this process opened read-only (a replica): nothing was written."""
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -143,14 +156,17 @@ class Database:
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS, require_existing: bool = False,
-                 max_writers: int | None = None):
+                 max_writers: int | None = None, read_only: bool = False):
         """``max_writers`` bounds the writes in progress or waiting at once (None: no bound): one more
         waits for a slot, or is refused at once with DatabaseBusy when the write in progress is stuck, so
-        waiting writers cannot occupy every server thread.
+        waiting writers cannot occupy every server thread.  ``read_only``: open an existing database at
+        the current schema version without writing to it; every write raises DatabaseReadOnly.
 
-        :raises DatabaseError: the file cannot be used, or (``require_existing``) there is none.
+        :raises DatabaseError: the file cannot be used or is from a newer deployapi, or (``require_existing``
+            or ``read_only``) there is none, or (``read_only``) its schema is older than this deployapi's.
         """
         self.db_path = str(db_path)
+        self.read_only = read_only
         self._uri = Path(self.db_path).resolve().as_uri() + "?mode=rw"
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
@@ -181,6 +197,8 @@ class Database:
     # --- connections and transactions -------------------------------------
 
     def _open(self, *, create: bool = False) -> sqlite3.Connection:
+        if self.read_only:
+            return self._open_read_only()[0]
         # Only start-up may create the file: a connection opened later, after
         # the file was removed, must fail rather than start a new, empty one.
         target, uri = (self.db_path, False) if create else (self._uri, True)
@@ -211,12 +229,35 @@ class Database:
         conn.row_factory = sqlite3.Row
         return conn
 
+    def _open_read_only(self) -> tuple[sqlite3.Connection, str | None]:
+        """A ``mode=ro`` connection, and connect_read_only's note when it reads without locks."""
+        try:
+            conn, note = connect_read_only(self.db_path)
+        except OSError as error:  # its message names the file and the reason
+            raise DatabaseError(str(error)) from error
+        except sqlite3.DatabaseError as error:
+            raise self._unusable("open", error) from error
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            # mode=ro already refuses writes to the file; this refuses every statement that would change
+            # data (temporary tables included) before it runs.
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.DatabaseError as error:
+            conn.close()
+            raise self._unusable("use", error) from error
+        conn.row_factory = sqlite3.Row
+        return conn, note
+
     def _initialise(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             # Fail at start-up, not with a 500 on the first query that needs it.
             raise DatabaseError(
                 f"deployapi needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for MATERIALIZED common "
                 f"table expressions); this Python uses SQLite {sqlite3.sqlite_version}")
+        if self.read_only:
+            self._initialise_read_only()
+            return
         # A mistyped path or an unmounted volume must not pass for a fresh start.
         path = Path(self.db_path)
         try:
@@ -251,12 +292,44 @@ class Database:
             logger.warning("no database at %s: created a new, empty one (set require-existing to refuse instead)",
                            self.db_path)
 
+    def _initialise_read_only(self) -> None:
+        """Check, without writing anything, that the file is a deployapi database at this version's schema."""
+        path = Path(self.db_path)
+        try:
+            missing = not path.exists() or (path.is_file() and path.stat().st_size == 0)
+        except OSError as error:
+            raise self._unusable("open", error) from error
+        if missing and not directory_problem(path.parent):
+            raise DatabaseError(f"no database at {self.db_path!r} (missing or empty file), and read-only is set: "
+                                "a read-only server serves an existing database and creates nothing")
+        conn, note = self._open_read_only()
+        try:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise SchemaTooNew(too_new_message(found, SCHEMA_VERSION))
+            if found < SCHEMA_VERSION:
+                # Even a database from before versioning (user_version 0) needs the upgrade to be served.
+                raise DatabaseError(
+                    f"cannot use database {self.db_path!r}: it is at schema version {found} and this deployapi "
+                    f"serves version {SCHEMA_VERSION}; a read-only server upgrades nothing: upgrade the "
+                    "primary's database with a normal start of this deployapi (or start one, without read-only, "
+                    "on a writable copy), then take the copy again")
+        except sqlite3.DatabaseError as error:
+            raise self._unusable("use", error) from error
+        finally:
+            conn.close()
+        logger.info("serving %s read-only: writes are refused (503 read_only) and nothing is written to it",
+                    self.db_path)
+        if note:
+            logger.info("%s: %s", self.db_path, note)
+
     def _unusable(self, verb: str, error: Exception) -> DatabaseError:
         """A DatabaseError naming the file and the reason: the system's, when SQLite only says it could not open or
         write a file (its message is the same for a missing directory, a read-only one and a full disk)."""
         reason = str(error)
         if isinstance(error, OSError) or getattr(error, "sqlite_errorcode", 0) & 0xFF in _FILE_ERRORS:
-            reason = why_unwritable(self.db_path, sidecars=SIDECARS) or (
+            why = why_unreadable(self.db_path) if self.read_only else why_unwritable(self.db_path, sidecars=SIDECARS)
+            reason = why or (
                 describe(error) if isinstance(error, OSError) else reason)
         return DatabaseError(f"cannot {verb} database {self.db_path!r}: {reason}")
 
@@ -349,9 +422,12 @@ class Database:
         too.  Only for writes that may be lost at that cost (webhook positions:
         losing one means a delivery made again).
 
+        :raises DatabaseReadOnly: the database was opened read-only.
         :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
         :raises StorageFault: the file is not the one at its path any more, or the storage failed.
         """
+        if self.read_only:
+            raise DatabaseReadOnly(f"{self.db_path} was opened read-only")
         # A damaged file stays refused, though a write that misses the damaged pages would succeed.
         self.storage.verify_undamaged()
         started = time.monotonic()
@@ -471,7 +547,8 @@ class Database:
             held, self._threads = list(self._threads), weakref.WeakSet()
         for connection in held:
             connection.close()
-        self._fold_wal_back()
+        if not self.read_only:
+            self._fold_wal_back()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file through a connection that already has it open.
@@ -485,9 +562,10 @@ class Database:
         connections, end.  Only while a storage fault lasts: otherwise SQLite's
         own checkpoint at the last close does this, and a statement run here
         on a worker's connection can leave the -wal behind at a clean stop
-        (which tests/e2e/test_serve.py requires to leave only the file).
+        (which tests/e2e/test_serve.py requires to leave only the file).  Never
+        when read-only: a checkpoint writes the file.
         """
-        if self.storage.fault is None:
+        if self.storage.fault is None or self.read_only:
             return
         with self._threads_lock:
             held = list(self._threads)
@@ -534,9 +612,10 @@ class Database:
             self.storage.verify_undamaged()
             self.storage.verify_path()
             self.storage.verify_wal(learn=False)
-        if self.storage.fault is not None:
+        if self.storage.fault is not None and not self.read_only:
             # Nobody may write while the health check says 503 (a load balancer
-            # takes the server out), so the check itself tries one.
+            # takes the server out), so the check itself tries one.  (Read-only,
+            # the read below is the whole check: it is all the server does.)
             with self._write() as conn:
                 # As large as the largest write a request makes, so that a disk
                 # with room for a few pages but not for a create is still full.

@@ -1,4 +1,4 @@
-"""Read-only connections for ``deployapi check`` and ``deployapi backup``, copies in read-only directories included.
+"""Read-only connections (``check``, ``backup``, ``serve --read-only``), to copies in read-only directories too.
 
 SQLite's read-only mode (``mode=ro``) still locks and still keeps the WAL
 index in the ``-shm`` beside the file, like any reader, so it must be able to
@@ -65,7 +65,9 @@ def connect_read_only(path: str | os.PathLike) -> tuple[sqlite3.Connection, str 
 
 
 def _connect(uri: str, *, exclusive: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    # check_same_thread=False: a read-only server (Database) keeps one per thread and may close it from
+    # another (a finaliser, close()); nothing here shares one between threads at once.
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         if exclusive:
             # Before the first read: from then on SQLite never asks for shared memory.

@@ -169,7 +169,21 @@ def fragile_app(tmp_path):
     app.close()
 
 
-def provoke(method, path, code, *, app, client, monkeypatch, trusting_app, policy_app):
+@pytest.fixture
+def replica_of():
+    """Builds a read-only app on another app's database file, as a replica on the same host would be."""
+    built = []
+
+    def build(app):
+        built.append(create_app(app.repository.db_path, read_only=True))
+        return built[-1]
+
+    yield build
+    for app in built:
+        app.close()
+
+
+def provoke(method, path, code, *, app, client, monkeypatch, trusting_app, policy_app, replica_of):
     action = action_of(path)
     if code in POLICY_REFUSALS:
         return provoke_policy_refusal(method, path, code, Client(policy_app()))
@@ -230,6 +244,10 @@ def provoke(method, path, code, *, app, client, monkeypatch, trusting_app, polic
         # Reads meet it when the storage fails under them (an I/O error, a damaged page).
         failing_handler(StorageFault("disk I/O error"), method, path, app=app, monkeypatch=monkeypatch)
         return send(client, method, path)
+    if code == "read_only":
+        # A request the primary would accept, sent to the replica.
+        target = deployment_that_can(client, action) if action else UNKNOWN_ID
+        return send(Client(replica_of(app)), method, path, deployment_id=target)
     if code == "unavailable":
         app.repository.close()
         return send(client, method, path)
@@ -295,12 +313,17 @@ def failing_handler(error, method, path, *, app, monkeypatch):
 
 
 @pytest.mark.parametrize("method, path, status, code", list(documented_errors()))
-def test_every_documented_error_happens_as_documented(fragile_app, trusting_app, policy_app, monkeypatch, method, path,
-                                                     status, code):
+def test_every_documented_error_happens_as_documented(fragile_app, trusting_app, policy_app, replica_of, monkeypatch,
+                                                     method, path, status, code):
     client = Client(fragile_app)
     response = provoke(method, path, code, app=fragile_app, client=client, monkeypatch=monkeypatch,
-                       trusting_app=trusting_app, policy_app=policy_app)
+                       trusting_app=trusting_app, policy_app=policy_app, replica_of=replica_of)
     assert (response.status_code, response.get_json()["code"]) == (status, code), response.get_json()
     # The schemas leave `status` a plain integer (generators cannot merge a `const` per response): it is held here.
     assert response.get_json()["status"] == status
     assert_as_documented(method, path, response)
+    # A write's 503 documents Retry-After as optional, for read_only has none; the other two always have it.
+    if code in ("database_busy", "storage_unavailable"):
+        assert re.fullmatch(r"[0-9]+", response.headers.get("Retry-After", ""))
+    if code == "read_only":
+        assert "Retry-After" not in response.headers

@@ -3,7 +3,9 @@
 Run by tests/e2e/test_generated_client.py in a child process, with the generated
 package ``deployapi_client`` on the import path:
 
-    python generated_client_driver.py URL DATABASE
+    python generated_client_driver.py URL DATABASE REPLICA_URL
+
+REPLICA_URL is a ``deployapi serve --read-only`` on a copy of the database.
 
 Each request goes through the generated operation (``sync_detailed``), except the
 few a generated client cannot send (a body that is not JSON, one that is not
@@ -80,7 +82,7 @@ def describe(value):
     return value
 
 
-def main(url: str, database: str) -> None:
+def main(url: str, database: str, replica_url: str) -> None:
     seen: dict[str, dict] = {}
 
     def record(case: str, response) -> object:
@@ -196,6 +198,10 @@ def main(url: str, database: str) -> None:
         "/deployments", content=b"{}", headers={"Content-Type": "text/plain"})))
     record("method_not_allowed", get_deployment._build_response(client=alice, response=raw.delete(
         f"/deployments/{shipped}")))
+
+    # A write sent to the read-only replica.
+    replica = Client(base_url=replica_url, headers={HEADER: "alice@example.com"}, raise_on_unexpected_status=True)
+    record("read_only", create_deployment.sync_detailed(client=replica, body=body))
 
     # Last: the database file taken away under the server, which then refuses every write.
     Path(database).rename(database + ".moved")

@@ -20,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from server_process import Server, http_request
+from server_process import Server, http_request, run_command
 
 import deployapi
 
@@ -55,7 +55,7 @@ NOT_DRIVABLE = {
     "bad_request": "the fallback for a Werkzeug 4xx without a code of its own; no operation produces it",
     "internal_error": "only a bug in the server produces it",
     "database_busy": "another process must hold the write lock past the 5 s busy timeout; "
-                     "storage_unavailable has the same model (DatabaseUnavailableProblem) and is driven",
+                     "storage_unavailable has the same model (WriteUnavailableProblem) and is driven",
 }
 
 
@@ -64,15 +64,30 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("generated-client")
 
 
+def checkout_env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture(scope="module")
 def server(home):
     config = home / "deployapi.toml"
     config.write_text(textwrap.dedent(CONFIG), encoding="utf-8")
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")]))}
     server = Server("--db", str(home / "deployapi.db"), "--port", "0", "--config", str(config),
-                    "--trust-remote-user", "--remote-user-header", USER_HEADER, cwd=home, env=env)
+                    "--trust-remote-user", "--remote-user-header", USER_HEADER, cwd=home, env=checkout_env())
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(server, home):
+    """``deployapi serve --read-only`` on a backup of the server's database, for the 503 read_only."""
+    copy = home / "replica.db"
+    backup = run_command("backup", "--db", str(home / "deployapi.db"), str(copy), cwd=home, env=checkout_env())
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    replica = Server("--read-only", "--db", str(copy), "--port", "0", "--trust-remote-user",
+                     "--remote-user-header", USER_HEADER, cwd=home, env=checkout_env())
+    yield replica
+    replica.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +111,10 @@ def generated(server, home):
 
 
 @pytest.fixture(scope="module")
-def seen(server, home, generated):
+def seen(server, replica, home, generated):
     """What the driver saw: for each case, the status and the parsed answer."""
     package = generated[2]
-    driver = subprocess.run([sys.executable, str(DRIVER), server.url, str(home / "deployapi.db")],
+    driver = subprocess.run([sys.executable, str(DRIVER), server.url, str(home / "deployapi.db"), replica.url],
                             capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(package.parent)})
     assert driver.returncode == 0, driver.stderr
@@ -207,7 +222,8 @@ ERRORS = {
     "validation_failed_history": (422, "ValidationProblem", "ValidationProblemCode:validation_failed"),
     "idempotency_key_reused": (422, "IdempotencyProblem", "IdempotencyProblemCode:idempotency_key_reused"),
     "header_too_large": (431, "HeaderTooLargeProblem", "HeaderTooLargeProblemCode:header_too_large"),
-    "storage_unavailable": (503, "DatabaseUnavailableProblem", "DatabaseUnavailableProblemCode:storage_unavailable"),
+    "storage_unavailable": (503, "WriteUnavailableProblem", "WriteUnavailableProblemCode:storage_unavailable"),
+    "read_only": (503, "WriteUnavailableProblem", "WriteUnavailableProblemCode:read_only"),
     "health_unavailable": (503, "UnavailableProblem", "UnavailableProblemCode:unavailable"),
 }
 

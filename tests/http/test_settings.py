@@ -10,6 +10,7 @@ from werkzeug.test import Client
 
 from deployapi import create_app
 from deployapi.config import ConfigError, app_from_settings, load_settings
+from deployapi.repository import DatabaseError
 
 TRUSTING_A_HEADER = {"DEPLOYAPI_TRUST_REMOTE_USER": "true", "DEPLOYAPI_REMOTE_USER_HEADER": "X-Forwarded-User"}
 
@@ -84,3 +85,54 @@ def test_the_wsgi_module_serves_metrics_when_the_variable_says_so(tmp_path, monk
         assert response.status_code == 200 and response.mimetype == "text/plain"
     finally:
         app.close()
+
+
+def existing_database(path) -> str:
+    create_app(path).close()
+    return str(path)
+
+
+@pytest.mark.parametrize(("flags", "environ", "read_only"), [
+    pytest.param({}, {}, False, id="default: off"),
+    pytest.param({}, {"DEPLOYAPI_READ_ONLY": "yes"}, True, id="variable"),
+    pytest.param({"read_only": "true"}, {}, True, id="flag"),
+    pytest.param({}, {"DEPLOYAPI_READ_ONLY": "false"}, False, id="variable off"),
+])
+def test_the_read_only_setting_decides_whether_writes_are_refused(tmp_path, flags, environ, read_only):
+    settings = load_settings({"db": existing_database(tmp_path / "r.db"), **flags}, environ)
+    app = app_from_settings(settings, configure_logging=False)
+    try:
+        response = Client(app).post("/deployments", json=create_body())
+        assert (response.status_code, response.get_json()["code"] if read_only else None) == (
+            (503, "read_only") if read_only else (201, None))
+    finally:
+        app.close()
+
+
+def test_a_read_only_setting_that_is_not_a_boolean_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="DEPLOYAPI_READ_ONLY: 'replica' is not one of"):
+        load_settings({"db": str(tmp_path / "r.db")}, {"DEPLOYAPI_READ_ONLY": "replica"})
+
+
+def test_the_wsgi_module_serves_read_only_when_the_variable_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYAPI_DB", existing_database(tmp_path / "w.db"))
+    monkeypatch.setenv("DEPLOYAPI_READ_ONLY", "1")
+    for name in ("DEPLOYAPI_LOG_LEVEL", "DEPLOYAPI_LOG_FORMAT", "DEPLOYAPI_TRUST_REMOTE_USER"):
+        monkeypatch.delenv(name, raising=False)
+    app = runpy.run_module("deployapi.wsgi")["app"]
+    try:
+        client = Client(app)
+        assert client.get("/deployments").status_code == 200
+        assert client.post("/deployments", json=create_body()).get_json()["code"] == "read_only"
+    finally:
+        app.close()
+
+
+def test_the_wsgi_module_read_only_refuses_a_missing_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPLOYAPI_DB", str(tmp_path / "missing.db"))
+    monkeypatch.setenv("DEPLOYAPI_READ_ONLY", "true")
+    for name in ("DEPLOYAPI_LOG_LEVEL", "DEPLOYAPI_LOG_FORMAT", "DEPLOYAPI_TRUST_REMOTE_USER"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(DatabaseError, match="read-only is set"):
+        runpy.run_module("deployapi.wsgi")
+    assert list(tmp_path.iterdir()) == []
