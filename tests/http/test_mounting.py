@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from builders import create_body
+from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
@@ -54,3 +55,23 @@ def test_create_app_refuses_an_invalid_production_set(tmp_path):
     for bad in ((), ("Prod",), ("",)):
         with pytest.raises(ValueError):
             create_app(tmp_path / "x.db", production_environments=bad)
+
+
+def test_tenants_mounted_side_by_side_keep_their_own_records_and_chain_heads(tmp_path):
+    # docs/operations.md, "When one file is no longer enough": one app per tenant, one file each.
+    tenants = {name: create_app(tmp_path / f"{name}.db") for name in ("acme", "globex")}
+    try:
+        client = Client(DispatcherMiddleware(NotFound(), {f"/{name}": app for name, app in tenants.items()}))
+        created = client.post("/acme/deployments", json=create_body())
+        assert created.status_code == 201
+        assert created.headers["Location"] == f"/acme/deployments/{created.get_json()['id']}"
+        assert client.get(f"/globex/deployments/{created.get_json()['id']}").status_code == 404
+        assert client.get("/globex/events/head").get_json()["id"] is None
+        assert client.post("/globex/deployments", json=create_body()).status_code == 201
+        heads = {name: client.get(f"/{name}/events/head").get_json() for name in tenants}
+        assert heads["acme"]["id"] == heads["globex"]["id"] == 1
+        assert heads["acme"]["hash"] != heads["globex"]["hash"]
+        assert client.get("/deployments").status_code == 404
+    finally:
+        for app in tenants.values():
+            app.close()
