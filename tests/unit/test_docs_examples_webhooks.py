@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from builders import create_body
+from docs_examples import Binder, Comparison
 from werkzeug.test import Client
 
 from deployapi import create_app, webhooks
@@ -212,3 +213,48 @@ def test_every_webhook_id_the_page_shows_has_the_three_parts():
     assert len(shown) >= 4, shown
     for webhook_id in shown:
         assert re.fullmatch(r"[a-z0-9][a-z0-9._-]*-[0-9]+-[0-9a-f]{12}", webhook_id), webhook_id
+
+
+def test_each_slack_message_shown_is_the_one_deployapi_writes(db_path):
+    """The first request to "releases-channel" (under "#### slack") and the five texts under "### Slack", against
+    the events of the session they come from, rendered as the deliverer renders them."""
+    app = create_app(db_path, config={"webhooks": [
+        {"name": "releases-channel", "url": "http://127.0.0.1:9002/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXXXXXX",
+         "format": "slack", "environments": ["production"]}]})
+    try:
+        client = Client(app)
+        released, rolled_back = (client.post("/deployments", json=create_body(
+            environment="production", version=version, work_refs=["JIRA-123"], risk="low")).get_json()
+            for version in ("1.4.2", "1.4.3"))
+        for deployment, steps in ((released, [("approve", "bob@example.com", None), ("start", "deploy-bot", None),
+                                              ("succeed", "deploy-bot", "canary healthy for 10 min")]),
+                                  (rolled_back, [("approve", "bob@example.com", None), ("start", "deploy-bot", None),
+                                                 ("rollback", "carol@example.com", "error rate up 3x after 1.4.3")])):
+            for action, actor, note in steps:
+                response = client.post(f"/deployments/{deployment['id']}/{action}", json={"actor": actor, "note": note})
+                assert response.status_code == 200, response.get_json()
+        # Event ids: 1 and 2 are the two creations, then the steps of each in turn.
+        sent = {event_id: stored_delivery(app, event_id) for event_id in range(1, 9)}
+    finally:
+        app.close()
+    binder = Binder()
+
+    headers, body = shown_request("#### slack")
+    first = sent[1]
+    comparison = Comparison(binder, "the first request to releases-channel")
+    comparison.text(body.strip(), first.body.decode("utf-8"))
+    assert not comparison.problems, comparison.problems
+    assert int(headers["content-length"]) == len(first.body)
+    sent_headers = {key.lower(): value for key, value in first.headers(int(time.time())).items()}
+    shown = {key: value for key, value in headers.items() if key not in ("host", "accept-encoding", "content-length")}
+    assert set(sent_headers) == set(shown)  # and no webhook-signature: this webhook has no secret
+    assert [sent_headers[key] for key in ("content-type", "user-agent")] == [
+        shown[key] for key in ("content-type", "user-agent")]
+    # The event's hash differs from run to run; the webhook's name and the event id do not.
+    assert sent_headers["webhook-id"].rsplit("-", 1)[0] == shown["webhook-id"].rsplit("-", 1)[0]
+
+    [messages] = [block for block in fenced(page_section("### Slack"), "text")]
+    texts = [json.loads(sent[event_id].body)["text"] for event_id in (1, 3, 4, 5, 8)]
+    comparison = Comparison(binder, "the texts under ### Slack")
+    comparison.body(messages.splitlines(), "\n".join(texts))
+    assert not comparison.problems, comparison.problems
