@@ -24,7 +24,9 @@ from server_process import Server, wait_until
 
 pytestmark = pytest.mark.e2e
 # The loop and the CI steps call jq, as the page's examples do.
-needs_jq = pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
+# .ci/run sets DEPLOYAPI_REQUIRE_JQ=1 once it has installed jq: then a missing jq fails.
+needs_jq = pytest.mark.skipif(shutil.which("jq") is None and os.environ.get("DEPLOYAPI_REQUIRE_JQ") != "1",
+                              reason="jq is not installed")
 
 API = next(page for page in PAGES if page.name == "api.md")
 

@@ -59,7 +59,9 @@ def replayed_blocks() -> list:
 @pytest.mark.parametrize(("page", "line"), replayed_blocks())
 def test_each_example_answers_as_its_page_shows(replays, page, line):
     if shutil.which("jq") is None and "| jq " in replays[page].page.read_text(encoding="utf-8"):
-        pytest.skip("the page pipes answers into jq, which is not installed")
+        if os.environ.get("DEPLOYAPI_REQUIRE_JQ") == "1":
+            pytest.fail("DEPLOYAPI_REQUIRE_JQ=1 but jq is not installed")
+        pytest.skip("the page pipes answers into jq, which is not installed (apt-get install jq)")
     outcomes = replays[page].by_block[line]
     problems = [f"{outcome.command.where}: {problem}" for outcome in outcomes for problem in outcome.problems]
     assert not problems, "\n".join(problems) + "\n" + FIX

@@ -32,7 +32,8 @@ DOCUMENT = load_openapi()
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 # Variables the docs may name that the test suite reads, not deployapi (README.md, "Development").
-TEST_SUITE_VARIABLES = {"DEPLOYAPI_REQUIRE_NGINX": ROOT / "tests" / "e2e" / "test_nginx.py"}
+TEST_SUITE_VARIABLES = {"DEPLOYAPI_REQUIRE_NGINX": ROOT / "tests" / "e2e" / "test_nginx.py",
+                        "DEPLOYAPI_REQUIRE_JQ": ROOT / "tests" / "http" / "test_docs_examples.py"}
 # Flags the docs name in inline code that belong to other programs: gunicorn's, py-spy's, the
 # benchmark scripts' of tests/perf (docs/performance.md), uWSGI's and waitress-serve's.
 OTHER_PROGRAMS_FLAGS = {
