@@ -25,6 +25,7 @@ from .. import lifecycle
 from ..filesystem import SIDECARS, describe, why_unwritable
 from ..histogram import Histogram, HistogramSnapshot
 from ..storage import FileWatch, StorageFault, storage_reason
+from .process_lock import ProcessLock
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
 logger = logging.getLogger("deployapi")
@@ -143,15 +144,18 @@ class Database:
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS, require_existing: bool = False,
-                 max_writers: int | None = None):
+                 max_writers: int | None = None, process_lock: bool = False):
         """``max_writers`` bounds the writes in progress or waiting at once (None: no bound): one more
         waits for a slot, or is refused at once with DatabaseBusy when the write in progress is stuck, so
-        waiting writers cannot occupy every server thread.
+        waiting writers cannot occupy every server thread.  With ``process_lock``, a write also takes
+        the lock that the writers of other processes doing the same queue on (:class:`ProcessLock`),
+        for processes that write the same file at once (``deployapi serve --workers``).
 
         :raises DatabaseError: the file cannot be used, or (``require_existing``) there is none.
         """
         self.db_path = str(db_path)
-        self._uri = Path(self.db_path).resolve().as_uri() + "?mode=rw"
+        self._resolved = Path(self.db_path).resolve()
+        self._uri = self._resolved.as_uri() + "?mode=rw"
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._require_existing = require_existing
@@ -166,7 +170,8 @@ class Database:
         # Writers of this process queue here rather than in SQLite's busy
         # handler, which sleeps up to 100 ms between retries and so turns
         # contention into long tail latency.  Other processes on the same file
-        # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
+        # are still kept apart by BEGIN IMMEDIATE and the busy timeout, and
+        # first by the process lock when they take it too.
         self._write_lock = threading.Lock()
         # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
         # for SQLite's lock, while it still waits (None otherwise).
@@ -174,6 +179,7 @@ class Database:
         self.write_stats = WriteStats()
         self._closed = False
         self._initialise()
+        self._process_lock = ProcessLock(self.db_path) if process_lock else None
         # The path as given, made absolute now (a later chdir must not move it);
         # not resolved, so that a symlink pointed elsewhere is a replaced file.
         self.storage = FileWatch(str(Path(self.db_path).absolute()))
@@ -362,21 +368,25 @@ class Database:
                 raise self.write_stats.refused(DatabaseBusy(
                     "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             try:
-                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
-                        _synchronous(conn, durable):
-                    try:
-                        self._sqlite_lock_wait_since = time.monotonic()
+                # From here on the write waits for other processes: at the process lock first, if any.
+                self._sqlite_lock_wait_since = time.monotonic()
+                self._take_process_lock(started)
+                try:
+                    with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                            _synchronous(conn, durable):
                         with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
-                            # Under the write lock, SQLite's lock taken: all the waiting is over.
+                            # Under the write locks, SQLite's lock taken: all the waiting is over.
                             self.write_stats.waited(time.monotonic() - started)
                             yield conn
                             # Last, so that nothing is committed into a file nobody will open again.
                             self.storage.verify_path()
                             self.storage.verify_wal()
-                    finally:
-                        self._sqlite_lock_wait_since = None
+                finally:
+                    if self._process_lock is not None:
+                        self._process_lock.release()
                 self.storage.write_succeeded()
             finally:
+                self._sqlite_lock_wait_since = None
                 self._write_lock.release()
         finally:
             if self._writer_slots is not None:
@@ -384,6 +394,18 @@ class Database:
 
     def _stop_waiting(self) -> None:
         self._sqlite_lock_wait_since = None
+
+    def _take_process_lock(self, started: float) -> None:
+        """Wait for the writers of the other processes, for what is left of the busy timeout.
+
+        :raises DatabaseBusy:
+        """
+        if self._process_lock is None:
+            return
+        left = started + self._busy_timeout_ms / 1000 - time.monotonic()
+        if not self._process_lock.acquire(max(left, 0)):
+            raise self.write_stats.refused(DatabaseBusy(
+                "another process held the database past the busy timeout", BUSY_SQLITE_LOCK))
 
     def _take_writer_slot(self, started: float) -> None:
         """Wait for one of ``max_writers`` slots, unless the writes are stuck behind another process.
@@ -471,6 +493,9 @@ class Database:
             held, self._threads = list(self._threads), weakref.WeakSet()
         for connection in held:
             connection.close()
+        if self._process_lock is not None:
+            # After the connections: closing it before would drop their fcntl locks (process_lock.py).
+            self._process_lock.close()
         self._fold_wal_back()
 
     def checkpoint(self) -> None:
@@ -498,19 +523,7 @@ class Database:
                 return
 
     def _fold_wal_back(self) -> None:
-        # SQLite copies the WAL into the file and removes it when the last
-        # connection closes, if that close gets the file to itself; a close
-        # that meets another connection still open (a worker thread ending
-        # late, another process) does not.  One more connection, closed after
-        # all of this process's, is the last.
-        with contextlib.suppress(sqlite3.Error):
-            # mode=rw: never create a file that is gone by now; timeout=0: never
-            # hold up a shutdown for another process.
-            conn = sqlite3.connect(self._uri, uri=True, timeout=0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                conn.close()
+        fold_wal_back(self._resolved)
 
     # --- queries -----------------------------------------------------------
 
@@ -544,6 +557,26 @@ class Database:
                              (WRITE_PROBE_BYTES, lifecycle.format_timestamp(self._clock())))
         with self._read() as conn:
             conn.execute("SELECT count(*) FROM settings").fetchone()
+
+
+def fold_wal_back(db_path: str | Path) -> None:
+    """Copy the WAL into the database file and remove the -wal and -shm, if no other connection is open.
+
+    SQLite does this when the last connection closes, if that close gets the
+    file to itself; a close that meets another connection still open (a worker
+    thread ending late, another process) does not.  One more connection, closed
+    after all of a process's (Database.close), or after all the processes'
+    (``deployapi serve --workers``, once its workers have exited), is the last.
+    Harmless while others are open: a passive checkpoint, then nothing.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        # mode=rw: never create a file that is gone by now; timeout=0: never
+        # hold up a shutdown for another process.
+        conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=rw", uri=True, timeout=0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
 
 class _ThreadConnection:
