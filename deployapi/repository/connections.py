@@ -368,25 +368,28 @@ class Database:
                 raise self.write_stats.refused(DatabaseBusy(
                     "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             try:
-                # From here on the write waits for other processes: at the process lock first, if any.
-                self._sqlite_lock_wait_since = time.monotonic()
+                # Queued behind the writes of the other processes that take it, which is waiting for
+                # a turn, not stuck: only a wait for SQLite's lock, next, is (_take_writer_slot).
                 self._take_process_lock(started)
                 try:
                     with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
                             _synchronous(conn, durable):
-                        with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
-                            # Under the write locks, SQLite's lock taken: all the waiting is over.
-                            self.write_stats.waited(time.monotonic() - started)
-                            yield conn
-                            # Last, so that nothing is committed into a file nobody will open again.
-                            self.storage.verify_path()
-                            self.storage.verify_wal()
+                        try:
+                            self._sqlite_lock_wait_since = time.monotonic()
+                            with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
+                                # Under the write locks, SQLite's lock taken: all the waiting is over.
+                                self.write_stats.waited(time.monotonic() - started)
+                                yield conn
+                                # Last, so that nothing is committed into a file nobody will open again.
+                                self.storage.verify_path()
+                                self.storage.verify_wal()
+                        finally:
+                            self._sqlite_lock_wait_since = None
                 finally:
                     if self._process_lock is not None:
                         self._process_lock.release()
                 self.storage.write_succeeded()
             finally:
-                self._sqlite_lock_wait_since = None
                 self._write_lock.release()
         finally:
             if self._writer_slots is not None:
