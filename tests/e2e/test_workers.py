@@ -130,7 +130,7 @@ def test_of_starts_raced_across_workers_on_an_exclusive_environment_exactly_one_
             ids.append(deployment["id"])
         barrier = threading.Barrier(len(ids))
 
-        def start(deployment_id: str) -> int:
+        def start(deployment_id: str, barrier: threading.Barrier = barrier) -> int:
             barrier.wait()
             return server.request("POST", f"/deployments/{deployment_id}/start", {"actor": "bob"})[0]
 
