@@ -405,6 +405,8 @@ class Database:
         """
         if self._process_lock is None:
             return
+        if self._closed:  # its descriptor too
+            raise DatabaseError("the repository is closed")
         left = started + self._busy_timeout_ms / 1000 - time.monotonic()
         if not self._process_lock.acquire(max(left, 0)):
             raise self.write_stats.refused(DatabaseBusy(
