@@ -89,6 +89,8 @@ class ProcessLock:
     def close(self) -> None:
         """Close the descriptor: only once the process has no SQLite connection to the file left open."""
         with self._changed:
+            if self._closed:
+                return
             self._closed = True
             self._changed.notify_all()
             # A waiting thread blocked in flock closes it itself when it wakes (a descriptor closed

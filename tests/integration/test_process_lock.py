@@ -12,7 +12,7 @@ import time
 import pytest
 from builders import new_deployment
 
-from deployapi.repository import DatabaseBusy, Repository
+from deployapi.repository import DatabaseBusy, DatabaseError, Repository
 from deployapi.repository.connections import BUSY_SQLITE_LOCK
 from deployapi.repository.process_lock import ProcessLock
 
@@ -121,3 +121,12 @@ def test_the_writers_of_two_processes_each_get_their_turn(database):
         assert check.status_counts()[0] == {"pending_approval": sum(counts)}
     finally:
         check.close()
+
+
+def test_a_repository_with_the_process_lock_closes_twice_and_refuses_writes_once_closed(database):
+    repository = Repository(database, process_lock=True)
+    repository.create_deployment(new_deployment())
+    repository.close()
+    repository.close()
+    with pytest.raises(DatabaseError, match="closed"):
+        repository.create_deployment(new_deployment())
