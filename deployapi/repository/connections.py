@@ -11,6 +11,7 @@ file cannot be used).  The queries are the Repository's, built on it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -34,6 +35,10 @@ BUSY_TIMEOUT_MS = 5000
 # A write that has waited this long in BEGIN IMMEDIATE waits for another
 # process: writes beyond max_writers are then refused at once (see _write).
 STUCK_WRITE_SECONDS = 0.25
+# A writer holding the process lock tries BEGIN IMMEDIATE again after this
+# pause, doubled up to the longest (Database._begin_in_turn).
+FIRST_BEGIN_PAUSE_SECONDS = 0.0001
+LONGEST_BEGIN_PAUSE_SECONDS = 0.001
 # What the health check writes while writes are failing (see ping): twice the
 # largest request body, more than a create with its event and indexes writes.
 WRITE_PROBE_BYTES = 128 * 1024
@@ -115,14 +120,19 @@ def utc_now() -> datetime:
 
 
 @contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None) -> Iterator[None]:
+def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None,
+               begin: Callable[[sqlite3.Connection], None] | None = None) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
     in a transaction is discarded by Database._connection().  ``began`` is
-    called once SQLite's write lock is taken.
+    called once SQLite's write lock is taken; ``begin``, if given, issues the
+    BEGIN IMMEDIATE itself.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    if begin is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        begin(conn)
     if began is not None:
         began()
     try:
@@ -368,15 +378,18 @@ class Database:
                 raise self.write_stats.refused(DatabaseBusy(
                     "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             try:
-                # Queued behind the writes of the other processes that take it, which is waiting for
-                # a turn, not stuck: only a wait for SQLite's lock, next, is (_take_writer_slot).
                 self._take_process_lock(started)
                 try:
                     with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
                             _synchronous(conn, durable):
                         try:
-                            self._sqlite_lock_wait_since = time.monotonic()
-                            with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
+                            # With the process lock, the wait for SQLite's lock is a turn behind the
+                            # write of another worker, however long that write takes: not stuck.
+                            if self._process_lock is None:
+                                self._sqlite_lock_wait_since = time.monotonic()
+                            begin = None if self._process_lock is None else functools.partial(
+                                self._begin_in_turn, started=started)
+                            with self._busy_errors(), _immediate(conn, began=self._stop_waiting, begin=begin):
                                 # Under the write locks, SQLite's lock taken: all the waiting is over.
                                 self.write_stats.waited(time.monotonic() - started)
                                 yield conn
@@ -387,6 +400,7 @@ class Database:
                             self._sqlite_lock_wait_since = None
                 finally:
                     if self._process_lock is not None:
+                        # Let go at BEGIN already, unless the write failed before: again is harmless.
                         self._process_lock.release()
                 self.storage.write_succeeded()
             finally:
@@ -397,6 +411,39 @@ class Database:
 
     def _stop_waiting(self) -> None:
         self._sqlite_lock_wait_since = None
+
+    def _begin_in_turn(self, conn: sqlite3.Connection, started: float) -> None:
+        """BEGIN IMMEDIATE for a write that holds the process lock, which it lets go of once SQLite's lock is taken.
+
+        The holder of the process lock is the one writer, of all the processes
+        that take it, waiting for SQLite's lock; the others wait for the
+        process lock, in the kernel (process_lock.py).  Letting go of it at
+        BEGIN rather than at COMMIT is what makes writers take turns: while
+        this write goes on, the next process's writer takes it and waits here,
+        and this process's next writer, which cannot take it, waits behind.
+        The one writer waiting tries BEGIN again after short pauses, not in
+        SQLite's busy handler, whose pauses (up to 100 ms) would leave the
+        database idle between two writes; for what is left of the busy
+        timeout, as every write.
+
+        :raises sqlite3.OperationalError: "database is locked" past the busy timeout.
+        """
+        deadline = started + self._busy_timeout_ms / 1000
+        pause = FIRST_BEGIN_PAUSE_SECONDS
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as error:
+                    if "database is locked" not in str(error).lower() or time.monotonic() >= deadline:
+                        raise
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+                pause = min(pause * 2, LONGEST_BEGIN_PAUSE_SECONDS)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        self._process_lock.release()
 
     def _take_process_lock(self, started: float) -> None:
         """Wait for the writers of the other processes, for what is left of the busy timeout.
