@@ -70,7 +70,7 @@ class PollingLock(ProcessLock):
 
 
 @contextlib.contextmanager
-def _immediate_retrying(conn, began=None):
+def _immediate_retrying(conn, began=None, begin=None):
     """connections._immediate, with BEGIN IMMEDIATE tried again by us rather than by SQLite's busy handler."""
     conn.execute("PRAGMA busy_timeout = 0")
     deadline, pause = time.monotonic() + connections.BUSY_TIMEOUT_MS / 1000, 0.0001
