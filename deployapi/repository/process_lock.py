@@ -17,15 +17,16 @@ that dies.  SQLite locks with ``fcntl(2)``, which on Linux is independent of
 process closes any descriptor of that file, so this one is closed only after
 every SQLite connection of the process is (:meth:`close`, from Database.close).
 
-Fairness comes from waiting in the kernel.  A write that finds the lock taken
-hands the wait to this process's waiting thread, which blocks in ``flock``:
-when the holder lets go, the kernel wakes it at once, and it takes the lock
-before the holder's process can come back for it (its next writer has to be
-woken and try first).  So two busy processes take turns, where writers that
-poll would find the lock free only in the moment between two writes of the
-other process.  The writer itself waits for the thread's word for at most
-its timeout (``flock`` has none), so a write still gives up after the busy
-timeout (503 ``database_busy``), even when the holder is a stopped process.
+Writers take turns.  A write holds the lock only until its BEGIN IMMEDIATE
+has SQLite's lock (Database._begin_in_turn), so the holder is always the one
+writer waiting for SQLite's lock, and the process writing now cannot take it
+for its next write until another process's writer, already waiting, has had
+its turn.  A write that finds the lock taken hands the wait to this
+process's waiting thread, which blocks in ``flock`` and is woken by the
+kernel as soon as it is let go.  The writer waits for the thread's word for
+at most its timeout (``flock`` has none), so a write still gives up after the
+busy timeout (503 ``database_busy``), even when the holder is a stopped
+process.
 
 The lock only shortens waits: SQLite's lock, taken next, still decides,
 among others for the processes that do not take this one (``deployapi
