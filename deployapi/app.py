@@ -230,6 +230,7 @@ def create_app(
     busy_timeout_ms: int | None = None,
     metrics: bool = False,
     read_only: bool = False,
+    process_lock: bool = False,
 ) -> DeployAPI:
     """A WSGI application serving the API on the SQLite file at ``db_path``.
 
@@ -247,7 +248,10 @@ def create_app(
     (comma-separated), matched against ``group:NAME`` approvers.
     ``max_writers`` bounds the writes in progress or waiting at once;
     one more is 503 at once (give it fewer than the server's threads, so that
-    waiting writers never hold every thread).  With ``metrics``, ``GET /metrics``
+    waiting writers never hold every thread).  With ``process_lock``, writes queue
+    first on a lock shared with the other processes that take it (``flock`` on the
+    database file), which keeps waits short when several processes write the file at
+    once (``deployapi serve --workers``, docs/adr/0019).  With ``metrics``, ``GET /metrics``
     answers in the Prometheus text format (docs/operations.md, "Metrics");
     without it that path is 404 like any other the API does not list.
     With ``read_only`` (a replica on a restored or replicated copy), the file
@@ -291,7 +295,7 @@ def create_app(
     # Only what the caller chose: the repository keeps its own default.
     timeout = {} if busy_timeout_ms is None else {"busy_timeout_ms": busy_timeout_ms}
     repository = Repository(db_path, require_existing=require_existing, max_writers=max_writers, clock=clock,
-                            read_only=read_only, **timeout)
+                            read_only=read_only, process_lock=process_lock, **timeout)
     if hooks and not read_only:
         # Now, not when a deliverer first runs: the events written from here on are each webhook's to
         # receive, even when the deliverer is another process started later (deployapi relay).  Read-only,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -11,14 +12,15 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from . import __version__, logs
+from . import __version__, delivery, logs, workers
 from .config import ENVIRONMENT_VARIABLES, ConfigError, Settings, app_from_settings, load_settings
-from .config_file import load_config
+from .config_file import load_config, read_document
 from .delivery import SERVE_SHARE, Deliverer
 from .integrity import Anchor, check_database
-from .repository import DatabaseError, Repository, backup_database
+from .repository import DatabaseError, Repository, backup_database, fold_wal_back
 from .server import Limits, bind, create_server
 
 logger = logging.getLogger("deployapi")
@@ -33,6 +35,10 @@ DRAIN_SECONDS = 10.0
 # waits up to a whole interval for the GIL while the loop spins.  What it
 # changes is measured in docs/adr/0010-gil-switch-interval.md.
 GIL_SWITCH_INTERVAL = 0.00001
+
+# How long the workers of serve --workers have to stop after SIGTERM: what one
+# process takes at most (answering, stopping its deliveries, ending its threads).
+WORKERS_STOP_SECONDS = DRAIN_SECONDS + delivery.STOP_GRACE_SECONDS + delivery.STOP_ABANDON_SECONDS + 3
 
 # A server that got a request this recently is busy: its webhook deliveries keep to delivery.SERVE_SHARE.
 BUSY_SECONDS = 0.5
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port, 0 for any free one (DEPLOYAPI_PORT; default 8080)")
     serve.add_argument("--db", help="SQLite file, created if missing (DEPLOYAPI_DB; default ./deployapi.db)")
     serve.add_argument("--threads", help="worker threads (DEPLOYAPI_THREADS; default 4)")
+    serve.add_argument("--workers", metavar="N",
+                       help="processes serving on the same socket, each with --threads threads "
+                            "(DEPLOYAPI_WORKERS; default 1)")
     serve.add_argument("--production-environments", dest="production_environments", metavar="A,B",
                        help="environments whose deployments must state a risk "
                             "(DEPLOYAPI_PRODUCTION_ENVIRONMENTS; default production)")
@@ -202,10 +211,28 @@ def serve(flags: dict) -> int:
         sockets = bind(settings.host, settings.port)
     except (OSError, ValueError) as error:  # ValueError: waitress could not resolve the host
         return _cannot_listen(settings, error)
+    if settings.workers > 1:
+        return _serve_workers(settings, sockets)
+    return _serve_process(settings, sockets)
+
+
+@dataclass(frozen=True)
+class _WorkerRole:
+    """What a worker of serve --workers is told: its slot, whom to tell it serves, where signals go."""
+
+    slot: int
+    ready: Callable[[], None]
+    stopping: list[int]
+
+
+def _serve_process(settings: Settings, sockets: list, worker: _WorkerRole | None = None) -> int:
+    """Serve on ``sockets`` until SIGINT or SIGTERM: the whole server, or one ``worker`` of several."""
     try:
         # One thread fewer than waitress has may write or wait to write, so
-        # that reads are answered while writes wait (ADR 0007).
-        app = app_from_settings(settings, max_writers=max(1, settings.threads - 1))
+        # that reads are answered while writes wait (ADR 0007).  Workers write
+        # one file at once: they queue on the lock between processes too (ADR 0019).
+        app = app_from_settings(settings, configure_logging=worker is None,
+                                max_writers=max(1, settings.threads - 1), process_lock=worker is not None)
     except (ValueError, DatabaseError) as error:
         for sock in sockets:
             sock.close()
@@ -221,16 +248,20 @@ def serve(flags: dict) -> int:
         app.close()
         return _cannot_listen(settings, error)
 
-    stopping = _stop_on_signals()
+    stopping = _stop_on_signals() if worker is None else worker.stopping
     # Beside the server, never in its threads: a receiver that hangs holds up no request.
+    # Of several workers, the first delivers (docs/operations.md, "Several workers").
     deliverer = None
     if app.webhooks and app.read_only:
         logger.info("read-only: no webhook is delivered; GET /webhooks shows the positions the copy holds")
-    elif app.webhooks:
+    elif app.webhooks and (worker is None or worker.slot == 0):
         deliverer = Deliverer(app.repository, app.webhooks, share=SERVE_SHARE,
                               busy=lambda: time.perf_counter() - app.last_request_at < BUSY_SECONDS)
-    print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
-          flush=True)
+    if worker is None:
+        print(f"deployapi listening on {_urls(server)} (database {settings.db}, {settings.threads} threads)",
+              flush=True)
+    else:
+        worker.ready()
     try:
         if deliverer is not None:
             deliverer.start()
@@ -244,8 +275,59 @@ def serve(flags: dict) -> int:
                            on_signal=deliverer.request_stop if deliverer else lambda: None)
     finally:
         app.close()
-    print("deployapi stopped", flush=True)
+    if worker is None:
+        print("deployapi stopped", flush=True)
     return 0
+
+
+def _serve_workers(settings: Settings, sockets: list) -> int:
+    """Serve with ``settings.workers`` processes forked from this one, which supervises them (ADR 0019)."""
+    logs.configure(settings.log_level, settings.log_format, pid=os.getpid())
+    # Once, before the fork: the configuration read and checked, the database created or migrated,
+    # each failure reported as one process reports it.  Every worker, a restarted one too, gets the
+    # document read here: the file is read once per start of the service, as with one process.
+    # The app is closed again: no connection may cross the fork.
+    try:
+        app_from_settings(settings, configure_logging=False).close()
+        if settings.config is not None:
+            settings = dataclasses.replace(settings, config=read_document(settings.config))
+    except (ValueError, DatabaseError) as error:
+        for sock in sockets:
+            sock.close()
+        print(f"deployapi: {error}", file=sys.stderr)
+        return 2
+    from waitress.adjustments import Adjustments
+
+    # Listening from now on: connections wait in the backlog while workers start or restart.
+    for sock in sockets:
+        sock.listen(Adjustments.backlog)
+
+    def run_worker(slot: int, ready: Callable[[], None], stopping: list[int]) -> int:
+        logs.configure(settings.log_level, settings.log_format, pid=os.getpid())
+        return _serve_process(settings, sockets, _WorkerRole(slot, ready, stopping))
+
+    def announce() -> None:
+        print(f"deployapi listening on {_socket_urls(sockets)} (database {settings.db}, {settings.workers} "
+              f"workers, {settings.threads} threads each)", flush=True)
+
+    database = os.path.abspath(settings.db)
+    try:
+        status = workers.Supervisor(settings.workers, run_worker, stop_grace=WORKERS_STOP_SECONDS).run(announce)
+    finally:
+        for sock in sockets:
+            sock.close()
+    # Every worker has exited: this process is the last to let go of the file, and so removes the
+    # -wal and -shm that workers closing at the same moment each left to the other.  A read-only
+    # replica writes nothing, that checkpoint included.
+    if not settings.read_only:
+        fold_wal_back(database)
+    print("deployapi stopped", flush=True)
+    return status
+
+
+def _socket_urls(sockets: list) -> str:
+    addresses = [sock.getsockname()[:2] for sock in sockets]
+    return " ".join(f"http://{f'[{h}]' if ':' in str(h) else h}:{p}/" for h, p in addresses)
 
 
 def _cannot_listen(settings: Settings, error: Exception) -> int:

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from . import logs
 from .app import DeployAPI, create_app, production_set
@@ -31,7 +32,8 @@ class Settings:
     threads: int = 4
     # None: not set, so the default (production), or the configuration file, decides.
     production_environments: frozenset[str] | None = None
-    config: str | None = None
+    # The file's path; or its document, read once for every worker of serve --workers.
+    config: str | Mapping[str, Any] | None = None
     log_level: str = "info"
     log_format: str = "text"
     trust_remote_user: bool = False
@@ -43,7 +45,11 @@ class Settings:
     connection_limit: int = Limits.connection_limit
     channel_timeout: int = Limits.channel_timeout
     outbuf_high_watermark: int = Limits.outbuf_high_watermark
+    workers: int = 1
 
+
+# deployapi serve --workers: processes at most (each has --threads threads and connections of its own).
+MAX_WORKERS = 64
 
 ENVIRONMENT_VARIABLES = {
     "host": "DEPLOYAPI_HOST",
@@ -63,6 +69,7 @@ ENVIRONMENT_VARIABLES = {
     "connection_limit": "DEPLOYAPI_CONNECTION_LIMIT",
     "channel_timeout": "DEPLOYAPI_CHANNEL_TIMEOUT",
     "outbuf_high_watermark": "DEPLOYAPI_OUTBUF_HIGH_WATERMARK",
+    "workers": "DEPLOYAPI_WORKERS",
 }
 
 
@@ -94,6 +101,8 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
                             ("outbuf_high_watermark", 65_536, 2**30)):
         if name in raw:
             values[name] = _integer(*raw[name], low=low, high=high)
+    if "workers" in raw:
+        values["workers"] = _integer(*raw["workers"], low=1, high=MAX_WORKERS)
     for name, choices in (("log_level", logs.LEVELS), ("log_format", logs.FORMATS)):
         if name in raw:
             text, source = raw[name]
@@ -111,6 +120,11 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
             values[name] = text
             if not values.get("trust_remote_user"):
                 raise ConfigError(f"{source} only makes sense with --trust-remote-user")
+    if values.get("metrics") and values.get("workers", 1) > 1:
+        # A scrape reaches one worker, whose counts are its own: Prometheus would take the
+        # changes between workers for resets (docs/operations.md, "Several workers").
+        raise ConfigError(f"{raw['metrics'][1]} cannot be used with {raw['workers'][1]} above 1: each worker "
+                          "would answer GET /metrics with the counts of its own requests only")
     if "production_environments" in raw:
         text, source = raw["production_environments"]
         try:
@@ -121,14 +135,15 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] = 
 
 
 def app_from_settings(settings: Settings, *, configure_logging: bool = True,
-                      max_writers: int | None = None) -> DeployAPI:
+                      max_writers: int | None = None, process_lock: bool = False) -> DeployAPI:
     """The app that ``settings`` describe, as both server entry points serve it.
 
     With ``configure_logging``, log records go to stderr at the settings' level
     and format first (so that opening the database is logged as configured), as
     ``deployapi serve`` wants for a process of its own; :func:`app_from_environment`
     passes False, having configured deployapi's own loggers only.  Host, port, threads and the waitress
-    limits are the server's business, not the app's.
+    limits are the server's business, not the app's.  ``max_writers`` and ``process_lock`` go to
+    ``create_app``.
 
     :raises ValueError: for settings ``create_app`` refuses.
     :raises repository.DatabaseError: when the database cannot be opened (or is missing, with
@@ -141,7 +156,7 @@ def app_from_settings(settings: Settings, *, configure_logging: bool = True,
                       remote_user_header=settings.remote_user_header,
                       remote_groups_header=settings.remote_groups_header,
                       require_existing=settings.require_existing, max_writers=max_writers,
-                      metrics=settings.metrics, read_only=settings.read_only)
+                      metrics=settings.metrics, read_only=settings.read_only, process_lock=process_lock)
 
 
 def _boolean(text: str, source: str) -> bool:

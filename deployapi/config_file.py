@@ -98,7 +98,7 @@ def load_config(source: str | os.PathLike | Mapping[str, Any], *,
         name, document = MAPPING_SOURCE, source
     else:
         name = os.fsdecode(source)
-        document = _read(name)
+        document = read_document(name)
     try:
         policy = _policy(document, production_environments, groups_available)
         hooks = _webhooks(document["webhooks"], "webhooks", environ) if "webhooks" in document else ()
@@ -107,7 +107,11 @@ def load_config(source: str | os.PathLike | Mapping[str, Any], *,
     return Config(policy=policy, source=name, webhooks=hooks)
 
 
-def _read(name: str) -> Mapping[str, Any]:
+def read_document(name: str) -> Mapping[str, Any]:
+    """The file's TOML document, not yet checked (:func:`load_config` checks it).
+
+    :raises ConfigFileError: the file is unreadable or not TOML.
+    """
     try:
         data = Path(name).read_bytes()
     except (OSError, ValueError) as error:  # ValueError: a path with a NUL character

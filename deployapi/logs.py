@@ -103,13 +103,22 @@ def _indent(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, access fields, traceback."""
+    """One JSON object per line: time, level, logger, (pid,) message, access fields, traceback.
+
+    ``pid``: the process id to write in every line, for a server of several
+    processes (``deployapi serve --workers``); None writes none.
+    """
+
+    def __init__(self, *args, pid: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pid = {} if pid is None else {"pid": pid}
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            **self._pid,
             "message": record.getMessage(),
         }
         entry.update(access_fields(record))
@@ -121,23 +130,27 @@ class JsonFormatter(logging.Formatter):
         return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) if _UNSAFE.search(text) else text
 
 
-def stderr_handler(fmt: str = "text") -> logging.Handler:
-    """A handler writing to stderr in the text or JSON format."""
+def stderr_handler(fmt: str = "text", *, pid: int | None = None) -> logging.Handler:
+    """A handler writing to stderr in the text or JSON format; with ``pid``, each line names that process
+    (text: ``logger[pid]:``, as syslog writes it; JSON: a ``pid`` field)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(pid=pid))
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # The pid written into the format once, not looked up per record (logging.logProcesses is off).
+        process = "" if pid is None else f"[{pid}]"
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s"))
     return handler
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
+def configure(level: str = "info", fmt: str = "text", *, pid: int | None = None) -> None:
     """Send every log record at ``level`` or above to stderr in the chosen format.
 
     For a process that is deployapi's own (``deployapi serve``, ``deployapi relay``):
-    it replaces the root logger's handlers.
+    it replaces the root logger's handlers.  ``pid``: written in every line
+    (:func:`stderr_handler`), by each process of ``deployapi serve --workers``.
     """
-    handler = stderr_handler(fmt)
+    handler = stderr_handler(fmt, pid=pid)
     # What a record need not collect, since neither format prints it: the
     # caller's file and line, thread and process names (the "Optimization"
     # section of the logging HOWTO), which makes each access line cheaper

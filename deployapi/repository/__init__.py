@@ -31,6 +31,7 @@ from .connections import (
     DatabaseBusy,
     DatabaseError,
     DatabaseReadOnly,
+    fold_wal_back,
     utc_now,
 )
 from .deliveries import Deliveries, Lease, PendingEvent, WebhookPosition, WebhookStatus
@@ -76,5 +77,5 @@ __all__ = [
     "Repository", "SCHEMA_VERSION", "STUCK_WRITE_SECONDS", "SchemaTooNew", "StorageFault", "StoredResponse",
     "WAL_AUTOCHECKPOINT_PAGES", "WRITE_PROBE_BYTES", "WebhookPosition", "WebhookStatus", "WriteTransaction",
     "backfill_derived_rows", "backup_database", "connect_read_only", "event_with_content", "events_with_content_sql",
-    "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now"
+    "fold_wal_back", "listing_sql", "migrate", "schema_sql", "split_statements", "utc_now"
 ]

@@ -19,6 +19,7 @@ and :meth:`Database._write` refuses before it takes a connection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -34,6 +35,7 @@ from ..filesystem import SIDECARS, describe, directory_problem, why_unreadable, 
 from ..histogram import Histogram, HistogramSnapshot
 from ..storage import FileWatch, StorageFault, storage_reason
 from .read_only import connect_read_only
+from .process_lock import ProcessLock
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
 logger = logging.getLogger("deployapi")
@@ -42,6 +44,10 @@ BUSY_TIMEOUT_MS = 5000
 # A write that has waited this long in BEGIN IMMEDIATE waits for another
 # process: writes beyond max_writers are then refused at once (see _write).
 STUCK_WRITE_SECONDS = 0.25
+# A writer holding the process lock tries BEGIN IMMEDIATE again after this
+# pause, doubled up to the longest (Database._begin_in_turn).
+FIRST_BEGIN_PAUSE_SECONDS = 0.0001
+LONGEST_BEGIN_PAUSE_SECONDS = 0.001
 # What the health check writes while writes are failing (see ping): twice the
 # largest request body, more than a create with its event and indexes writes.
 WRITE_PROBE_BYTES = 128 * 1024
@@ -127,14 +133,19 @@ def utc_now() -> datetime:
 
 
 @contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None) -> Iterator[None]:
+def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None,
+               begin: Callable[[sqlite3.Connection], None] | None = None) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
     in a transaction is discarded by Database._connection().  ``began`` is
-    called once SQLite's write lock is taken.
+    called once SQLite's write lock is taken; ``begin``, if given, issues the
+    BEGIN IMMEDIATE itself.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    if begin is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        begin(conn)
     if began is not None:
         began()
     try:
@@ -156,18 +167,22 @@ class Database:
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS, require_existing: bool = False,
-                 max_writers: int | None = None, read_only: bool = False):
+                 max_writers: int | None = None, read_only: bool = False, process_lock: bool = False):
         """``max_writers`` bounds the writes in progress or waiting at once (None: no bound): one more
         waits for a slot, or is refused at once with DatabaseBusy when the write in progress is stuck, so
         waiting writers cannot occupy every server thread.  ``read_only``: open an existing database at
-        the current schema version without writing to it; every write raises DatabaseReadOnly.
+        the current schema version without writing to it; every write raises DatabaseReadOnly.  With
+        ``process_lock``, a write also takes the lock that the writers of other processes doing the same
+        queue on (:class:`ProcessLock`), for processes that write the same file at once (``deployapi
+        serve --workers``).
 
         :raises DatabaseError: the file cannot be used or is from a newer deployapi, or (``require_existing``
             or ``read_only``) there is none, or (``read_only``) its schema is older than this deployapi's.
         """
         self.db_path = str(db_path)
         self.read_only = read_only
-        self._uri = Path(self.db_path).resolve().as_uri() + "?mode=rw"
+        self._resolved = Path(self.db_path).resolve()
+        self._uri = self._resolved.as_uri() + "?mode=rw"
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._require_existing = require_existing
@@ -182,7 +197,8 @@ class Database:
         # Writers of this process queue here rather than in SQLite's busy
         # handler, which sleeps up to 100 ms between retries and so turns
         # contention into long tail latency.  Other processes on the same file
-        # are still kept apart by BEGIN IMMEDIATE and the busy timeout.
+        # are still kept apart by BEGIN IMMEDIATE and the busy timeout, and
+        # first by the process lock when they take it too.
         self._write_lock = threading.Lock()
         # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
         # for SQLite's lock, while it still waits (None otherwise).
@@ -190,6 +206,8 @@ class Database:
         self.write_stats = WriteStats()
         self._closed = False
         self._initialise()
+        # A read-only database takes no writes, so there is nothing to queue (and its file may be immutable).
+        self._process_lock = ProcessLock(self.db_path) if process_lock and not read_only else None
         # The path as given, made absolute now (a later chdir must not move it);
         # not resolved, so that a symlink pointed elsewhere is a replaced file.
         self.storage = FileWatch(str(Path(self.db_path).absolute()))
@@ -438,19 +456,30 @@ class Database:
                 raise self.write_stats.refused(DatabaseBusy(
                     "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
             try:
-                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
-                        _synchronous(conn, durable):
-                    try:
-                        self._sqlite_lock_wait_since = time.monotonic()
-                        with self._busy_errors(), _immediate(conn, began=self._stop_waiting):
-                            # Under the write lock, SQLite's lock taken: all the waiting is over.
-                            self.write_stats.waited(time.monotonic() - started)
-                            yield conn
-                            # Last, so that nothing is committed into a file nobody will open again.
-                            self.storage.verify_path()
-                            self.storage.verify_wal()
-                    finally:
-                        self._sqlite_lock_wait_since = None
+                self._take_process_lock(started)
+                try:
+                    with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                            _synchronous(conn, durable):
+                        try:
+                            # With the process lock, the wait for SQLite's lock is a turn behind the
+                            # write of another worker, however long that write takes: not stuck.
+                            if self._process_lock is None:
+                                self._sqlite_lock_wait_since = time.monotonic()
+                            begin = None if self._process_lock is None else functools.partial(
+                                self._begin_in_turn, started=started)
+                            with self._busy_errors(), _immediate(conn, began=self._stop_waiting, begin=begin):
+                                # Under the write locks, SQLite's lock taken: all the waiting is over.
+                                self.write_stats.waited(time.monotonic() - started)
+                                yield conn
+                                # Last, so that nothing is committed into a file nobody will open again.
+                                self.storage.verify_path()
+                                self.storage.verify_wal()
+                        finally:
+                            self._sqlite_lock_wait_since = None
+                finally:
+                    if self._process_lock is not None:
+                        # Let go at BEGIN already, unless the write failed before: again is harmless.
+                        self._process_lock.release()
                 self.storage.write_succeeded()
             finally:
                 self._write_lock.release()
@@ -460,6 +489,53 @@ class Database:
 
     def _stop_waiting(self) -> None:
         self._sqlite_lock_wait_since = None
+
+    def _begin_in_turn(self, conn: sqlite3.Connection, started: float) -> None:
+        """BEGIN IMMEDIATE for a write that holds the process lock, which it lets go of once SQLite's lock is taken.
+
+        The holder of the process lock is the one writer, of all the processes
+        that take it, waiting for SQLite's lock; the others wait for the
+        process lock, in the kernel (process_lock.py).  Letting go of it at
+        BEGIN rather than at COMMIT is what makes writers take turns: while
+        this write goes on, the next process's writer takes it and waits here,
+        and this process's next writer, which cannot take it, waits behind.
+        The one writer waiting tries BEGIN again after short pauses, not in
+        SQLite's busy handler, whose pauses (up to 100 ms) would leave the
+        database idle between two writes; for what is left of the busy
+        timeout, as every write.
+
+        :raises sqlite3.OperationalError: "database is locked" past the busy timeout.
+        """
+        deadline = started + self._busy_timeout_ms / 1000
+        pause = FIRST_BEGIN_PAUSE_SECONDS
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as error:
+                    if "database is locked" not in str(error).lower() or time.monotonic() >= deadline:
+                        raise
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+                pause = min(pause * 2, LONGEST_BEGIN_PAUSE_SECONDS)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        self._process_lock.release()
+
+    def _take_process_lock(self, started: float) -> None:
+        """Wait for the writers of the other processes, for what is left of the busy timeout.
+
+        :raises DatabaseBusy:
+        """
+        if self._process_lock is None:
+            return
+        if self._closed:  # its descriptor too
+            raise DatabaseError("the repository is closed")
+        left = started + self._busy_timeout_ms / 1000 - time.monotonic()
+        if not self._process_lock.acquire(max(left, 0)):
+            raise self.write_stats.refused(DatabaseBusy(
+                "another process held the database past the busy timeout", BUSY_SQLITE_LOCK))
 
     def _take_writer_slot(self, started: float) -> None:
         """Wait for one of ``max_writers`` slots, unless the writes are stuck behind another process.
@@ -547,6 +623,9 @@ class Database:
             held, self._threads = list(self._threads), weakref.WeakSet()
         for connection in held:
             connection.close()
+        if self._process_lock is not None:
+            # After the connections: closing it before would drop their fcntl locks (process_lock.py).
+            self._process_lock.close()
         if not self.read_only:
             self._fold_wal_back()
 
@@ -576,19 +655,7 @@ class Database:
                 return
 
     def _fold_wal_back(self) -> None:
-        # SQLite copies the WAL into the file and removes it when the last
-        # connection closes, if that close gets the file to itself; a close
-        # that meets another connection still open (a worker thread ending
-        # late, another process) does not.  One more connection, closed after
-        # all of this process's, is the last.
-        with contextlib.suppress(sqlite3.Error):
-            # mode=rw: never create a file that is gone by now; timeout=0: never
-            # hold up a shutdown for another process.
-            conn = sqlite3.connect(self._uri, uri=True, timeout=0)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                conn.close()
+        fold_wal_back(self._resolved)
 
     # --- queries -----------------------------------------------------------
 
@@ -623,6 +690,26 @@ class Database:
                              (WRITE_PROBE_BYTES, lifecycle.format_timestamp(self._clock())))
         with self._read() as conn:
             conn.execute("SELECT count(*) FROM settings").fetchone()
+
+
+def fold_wal_back(db_path: str | Path) -> None:
+    """Copy the WAL into the database file and remove the -wal and -shm, if no other connection is open.
+
+    SQLite does this when the last connection closes, if that close gets the
+    file to itself; a close that meets another connection still open (a worker
+    thread ending late, another process) does not.  One more connection, closed
+    after all of a process's (Database.close), or after all the processes'
+    (``deployapi serve --workers``, once its workers have exited), is the last.
+    Harmless while others are open: a passive checkpoint, then nothing.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        # mode=rw: never create a file that is gone by now; timeout=0: never
+        # hold up a shutdown for another process.
+        conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=rw", uri=True, timeout=0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
 
 class _ThreadConnection:

@@ -214,3 +214,20 @@ def test_a_database_at_an_older_schema_stops_the_start_up_unchanged(tmp_path, pr
     assert "is at schema version 8 and this deployapi serves version 9; a read-only server upgrades nothing" \
         in result.stderr
     assert digest(old) == before
+
+
+def test_a_replica_with_two_workers_serves_refuses_writes_and_writes_nothing_at_its_stop(tmp_path, primary, start_server):
+    # A cp'd WAL copy in a writable directory: a checkpoint at the stop would change the file's bytes.
+    copy = tmp_path / "workers" / "deployapi.db"
+    copy.parent.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copy(f"{primary.db}{suffix}", f"{copy}{suffix}")
+    before = digest(copy)
+    replica = start_server("--read-only", "--workers", "2", "--db", str(copy), env=checkout_env())
+    head = primary.request("GET", "/events/head")[2]
+    for _ in range(20):
+        assert replica.request("GET", "/events/head")[2] == head
+        status, _, problem = replica.request("POST", "/deployments", create_body())
+        assert (status, problem["code"]) == (503, "read_only")
+    assert replica.stop() == 0
+    assert digest(copy) == before

@@ -136,3 +136,25 @@ def test_the_wsgi_module_read_only_refuses_a_missing_database(tmp_path, monkeypa
     with pytest.raises(DatabaseError, match="read-only is set"):
         runpy.run_module("deployapi.wsgi")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("flags", "environ", "workers"), [
+    pytest.param({}, {}, 1, id="default: one process"),
+    pytest.param({}, {"DEPLOYAPI_WORKERS": "4"}, 4, id="variable"),
+    pytest.param({"workers": "2"}, {"DEPLOYAPI_WORKERS": "4"}, 2, id="the flag beats the variable"),
+    pytest.param({"workers": "1", "metrics": "true"}, {}, 1, id="one worker serves metrics"),
+])
+def test_the_workers_setting_gives_the_number_of_processes(flags, environ, workers):
+    assert load_settings(flags, environ).workers == workers
+
+
+@pytest.mark.parametrize(("flags", "environ", "message"), [
+    pytest.param({"workers": "0"}, {}, "--workers: 0 is outside 1-64", id="zero"),
+    pytest.param({}, {"DEPLOYAPI_WORKERS": "65"}, "DEPLOYAPI_WORKERS: 65 is outside 1-64", id="too many"),
+    pytest.param({"workers": "two"}, {}, "--workers: 'two' is not a whole number", id="not a number"),
+    pytest.param({"workers": "2"}, {"DEPLOYAPI_METRICS": "true"},
+                 "DEPLOYAPI_METRICS cannot be used with --workers above 1", id="with metrics"),
+])
+def test_a_workers_setting_the_server_cannot_start_with_is_refused(flags, environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(flags, environ)

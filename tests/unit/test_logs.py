@@ -57,3 +57,15 @@ def test_json_lines_escape_c1_controls_and_bidi_controls_too():
     text = logs.JsonFormatter().format(record(1_700_000_000.5, args=("GET", "/x\x9b2K\u2028\u202e", 404, 1.0, "r")))
     assert not any(ch in text for ch in "\x9b\u2028\u202e\n")
     assert json.loads(text)["path"] == "/x\x9b2K\u2028\u202e"
+
+
+def test_with_a_pid_each_text_line_names_its_process_after_the_logger_as_syslog_does():
+    formatter = logs.stderr_handler("text", pid=4242).formatter
+    assert " INFO deployapi.access[4242]: GET /x 200 1.2ms request_id=rid" in formatter.format(record(1_700_000_000.5))
+    assert " INFO deployapi.access: GET" in logs.stderr_handler("text").formatter.format(record(1_700_000_000.5))
+
+
+def test_with_a_pid_each_json_line_carries_it_and_without_one_none_does():
+    with_pid = json.loads(logs.stderr_handler("json", pid=4242).formatter.format(record(1_700_000_000.5)))
+    assert with_pid["pid"] == 4242 and with_pid["request_id"] == "rid"
+    assert "pid" not in json.loads(logs.JsonFormatter().format(record(1_700_000_000.5)))
