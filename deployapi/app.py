@@ -251,7 +251,7 @@ def create_app(
     waiting writers never hold every thread).  With ``process_lock``, writes queue
     first on a lock shared with the other processes that take it (``flock`` on the
     database file), which keeps waits short when several processes write the file at
-    once (``deployapi serve --workers``, docs/adr/0019).  With ``metrics``, ``GET /metrics``
+    once (``deployapi serve --workers``, docs/adr/0020).  With ``metrics``, ``GET /metrics``
     answers in the Prometheus text format (docs/operations.md, "Metrics");
     without it that path is 404 like any other the API does not list.
     With ``read_only`` (a replica on a restored or replicated copy), the file

@@ -230,7 +230,7 @@ def _serve_process(settings: Settings, sockets: list, worker: _WorkerRole | None
     try:
         # One thread fewer than waitress has may write or wait to write, so
         # that reads are answered while writes wait (ADR 0007).  Workers write
-        # one file at once: they queue on the lock between processes too (ADR 0019).
+        # one file at once: they queue on the lock between processes too (ADR 0020).
         app = app_from_settings(settings, configure_logging=worker is None,
                                 max_writers=max(1, settings.threads - 1), process_lock=worker is not None)
     except (ValueError, DatabaseError) as error:
@@ -281,7 +281,7 @@ def _serve_process(settings: Settings, sockets: list, worker: _WorkerRole | None
 
 
 def _serve_workers(settings: Settings, sockets: list) -> int:
-    """Serve with ``settings.workers`` processes forked from this one, which supervises them (ADR 0019)."""
+    """Serve with ``settings.workers`` processes forked from this one, which supervises them (ADR 0020)."""
     logs.configure(settings.log_level, settings.log_format, pid=os.getpid())
     # Once, before the fork: the configuration read and checked, the database created or migrated,
     # each failure reported as one process reports it.  Every worker, a restarted one too, gets the

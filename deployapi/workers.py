@@ -6,7 +6,7 @@ of the processes waiting in ``accept``), and a connection that arrives while
 a worker restarts waits in the socket's backlog.  After the fork the parent
 holds no database connection and runs no thread: it only waits, so that a
 worker forked later, to replace one that died, starts from a process with
-nothing a fork could break (ADR 0019).
+nothing a fork could break (ADR 0020).
 
 What a worker runs is the caller's (``cli.serve``); this module owns the
 processes: each worker reports once it can serve (one byte on a pipe), and

@@ -6,7 +6,7 @@ writer that finds it taken waits in SQLite's busy handler, which sleeps
 process holding the lock follow each other without a gap: the other
 process's writes wait tens of milliseconds and more, some for seconds.
 The workers of ``deployapi serve --workers N`` queue here first
-(docs/adr/0019-pre-fork-workers-and-the-write-lock-between-them.md).
+(docs/adr/0020-pre-fork-workers-and-the-write-lock-between-them.md).
 
 The lock is ``flock(2)`` on a descriptor of the database file itself, of
 this process's own (a ``flock`` belongs to the open file, so the threads of
