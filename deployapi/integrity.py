@@ -208,9 +208,12 @@ DOMAIN_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Checks of columns that exist from schema version 8 on.
 PIPELINE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     # The event's details are under the chain; the deployment's copy is not.
+    # The unary + keeps SQLite from reaching r through the type index, which
+    # would read every rollback of the history for each deployment: the
+    # deployment's own events are one range of (deployment_id, sequence).
     "rolled_back_to matches the rollback event": ("""
         SELECT d.id FROM deployments d
-        LEFT JOIN deployment_events r ON r.deployment_id = d.id AND r.type = ?
+        LEFT JOIN deployment_events r ON r.deployment_id = d.id AND +r.type = ?
         WHERE d.rolled_back_to IS NOT json_extract(r.details, '$.to_version')
         ORDER BY d.id""", (lifecycle.ROLLED_BACK,)),
 }
