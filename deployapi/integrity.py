@@ -480,11 +480,16 @@ def _chain_results(conn: sqlite3.Connection, version: int, anchors: tuple[Anchor
             if legacy_only:
                 expected = legacy
             else:
-                expected = chain.event_hash(event, expected, content)
+                recomputed_before, expected = expected, chain.event_hash(event, expected, content)
                 # The link alone (from the stored previous hash): whether this
                 # created event's hash still fits the deployment row as it is now.
-                if content is not None and chain.event_hash(event, stored_before, content) != event.hash:
-                    content_offenders.append(event.deployment_id)
+                # While the chain holds, the stored previous hash is the recomputed
+                # one, and so the link is the hash just computed.
+                if content is not None:
+                    link = (expected if stored_before == recomputed_before
+                            else chain.event_hash(event, stored_before, content))
+                    if link != event.hash:
+                        content_offenders.append(event.deployment_id)
             if not broken and event.hash != expected:
                 broken = (f"event {event.id} of deployment {event.deployment_id} (sequence {event.sequence})",)
             if event.id in anchored:
