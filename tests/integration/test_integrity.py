@@ -217,7 +217,8 @@ def test_a_check_from_a_head_passes_an_untouched_history_and_says_what_it_left_o
     report = check_database(db_path, from_head=recorded)
     assert report.ok, report.lines()
     assert report.results[0].name == f"the history contains the head it is checked from 4:{recorded.hash[:12]}…"
-    assert "SQLite quick_check" in [r.name for r in report.results]
+    names = [r.name for r in report.results]
+    assert "SQLite integrity_check" not in names and "SQLite foreign_key_check" in names
     assert report.scope == ("checked from event 4: the 5 events after it, and the 3 deployments they belong to "
                             "with all their events; the rest of the history before it is not checked")
     assert f"scope   {report.scope}" in report.lines()
@@ -239,6 +240,14 @@ def test_a_deployment_with_an_event_after_the_head_is_checked_with_all_its_event
     assert failures["status and updated_at match the last event"] == (ids[0],)
     assert failures[CONTENT] == (ids[0],)
     assert CHAIN not in failures  # event 2 is before the head: its link is not recomputed
+
+
+def test_a_read_table_row_missing_for_an_event_after_the_head_is_caught_from_it(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    edit(db_path, "DELETE FROM deployment_steps WHERE event_id = 9", "DELETE FROM deployment_event_scopes"
+                  " WHERE event_id = 3")  # event 9 is after the head; event 3 is before, out of scope
+    assert from_head(db_path, recorded)["the read tables derived from the events hold exactly their rows"] == (
+        "deployment_steps: 1 rows missing",)
 
 
 def test_what_lies_wholly_before_the_head_is_not_checked_from_it(db_path, repo):
