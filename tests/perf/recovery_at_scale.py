@@ -232,16 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.db_dir / ".live.db-litestream", ignore_errors=True)
     shutil.copyfile(seeded, live)
     config = write_config(args.db_dir, live, replica)
-    litestream = subprocess.Popen([LITESTREAM, "replicate", "-config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=open(args.db_dir / "litestream.log", "w"))
+    log = open(args.db_dir / "litestream.log", "w")
+    litestream = subprocess.Popen([LITESTREAM, "replicate", "-config", str(config)], stdout=log, stderr=log)
     try:
         first_sync = wait_for_sync(config, live)
         print(f"first sync in {first_sync:.0f} s; writing {args.writes} creates and approvals", file=sys.stderr)
         write_some(live, args.writes)
         second_sync = wait_for_sync(config, live)
     finally:
+        # On SIGTERM Litestream syncs what is left before it exits, which can take a while.
         litestream.send_signal(signal.SIGTERM)
-        litestream.wait(60)
+        litestream.wait(600)
+        log.close()
     last = head_of(live)
     end = last_created_at(live)
     heads = {}
