@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--expect-head", dest="expect_head", action="append", default=[], metavar="ID:HASH",
                        help="a head recorded earlier from GET /events/head (id and hash); the history must "
                             "still contain it unchanged. Repeat for several.")
+    check.add_argument("--from-head", dest="from_head", metavar="ID:HASH",
+                       help="check only the history after a head recorded earlier: that event must still have "
+                            "that hash, and the chain, the events after it and every deployment they belong to "
+                            "are checked; the events before it are not")
 
     backup = commands.add_parser(
         "backup", help="copy a database consistently while it is being served",
@@ -164,14 +168,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"deployapi check: --expect-head: {error}", file=sys.stderr)
             return 2
-        return check(db, anchors)
+        try:
+            from_head = Anchor.parse(args.from_head) if args.from_head is not None else None
+        except ValueError as error:
+            print(f"deployapi check: --from-head: {error}", file=sys.stderr)
+            return 2
+        early = [a for a in anchors if from_head is not None and a.event_id < from_head.event_id]
+        if early:
+            print(f"deployapi check: --expect-head {early[0].event_id}:… is before --from-head {from_head.event_id}:…, "
+                  "where the check starts; check the whole file, or from an earlier head", file=sys.stderr)
+            return 2
+        return check(db, anchors, from_head)
     return backup(db, args.destination)
 
 
-def check(path: str, anchors: Sequence[Anchor] = ()) -> int:
+def check(path: str, anchors: Sequence[Anchor] = (), from_head: Anchor | None = None) -> int:
     """Print the check report; 0 when all hold, 1 when any fails, 2 when the file can't be read."""
     try:
-        report = check_database(path, anchors)
+        report = check_database(path, anchors, from_head)
     except OSError as error:  # says which file and why
         print(f"deployapi check: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,33 @@ def test_check_against_a_published_head_catches_a_copy_that_ends_earlier(tmp_pat
     assert bad.returncode == 2 and "--expect-head" in bad.stderr
 
 
+def test_check_from_a_recorded_head_passes_catches_later_tampering_and_refuses_bad_heads(tmp_path, start_server):
+    db = tmp_path / "live.db"
+    server = start_server("--db", str(db))
+    server.request("POST", "/deployments", create_body())
+    recorded = server.request("GET", "/events/head")[2]
+    _, _, created = server.request("POST", "/deployments", create_body(version="2.0"))
+    latest = server.request("GET", "/events/head")[2]
+    from_head = f"{recorded['id']}:{recorded['hash']}"
+    result = run_command("check", "--db", str(db), "--from-head", from_head,
+                         "--expect-head", f"{latest['id']}:{latest['hash']}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "scope   checked from event 1: the 1 events after it, and the 1 deployments" in result.stdout
+
+    wrong = run_command("check", "--db", str(db), "--from-head", f"{recorded['id']}:{'0' * 64}", cwd=tmp_path)
+    assert wrong.returncode == 1 and f"event 1 has the hash {recorded['hash']}, not the recorded" in wrong.stdout
+    assert run_command("check", "--db", str(db), "--from-head", "1:nothex", cwd=tmp_path).returncode == 2
+    early = run_command("check", "--db", str(db), "--from-head", f"{latest['id']}:{latest['hash']}",
+                        "--expect-head", from_head, cwd=tmp_path)
+    assert early.returncode == 2 and "is before --from-head" in early.stderr
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE deployments SET status = 'succeeded' WHERE id = ?", (created["id"],))
+    result = run_command("check", "--db", str(db), "--from-head", from_head, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"FAILED  status and updated_at match the last event: 1 — {created['id']}" in result.stdout
+
+
 def test_check_of_a_missing_file_is_exit_2_and_creates_nothing(tmp_path):
     result = run_command("check", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
     assert result.returncode == 2

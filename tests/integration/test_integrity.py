@@ -193,6 +193,106 @@ def test_an_anchor_is_id_colon_hash():
             Anchor.parse(text)
 
 
+# --- checking from a head recorded earlier (--from-head) ---------------------------------
+
+
+def from_head_history(repo, db_path) -> tuple[list[str], Anchor]:
+    """Four deployments (events 1-8), a head recorded at event 4, then the first deployment started (event 9).
+
+    In scope from that head: the last two deployments (events 5-8) and the
+    first (event 9, with its events 1 and 2); the second (events 3 and 4) is not.
+    """
+    ids = populate(repo)
+    recorded = Anchor(4, head_at(db_path, 4))
+    repo.apply_action(ids[0], ActionRequest("start", "alice", None))
+    return ids, recorded
+
+
+def from_head(path, recorded: Anchor, anchors=()) -> dict[str, tuple[str, ...]]:
+    return {r.name: r.offenders for r in check_database(path, anchors, from_head=recorded).results if not r.ok}
+
+
+def test_a_check_from_a_head_passes_an_untouched_history_and_says_what_it_left_out(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    report = check_database(db_path, from_head=recorded)
+    assert report.ok, report.lines()
+    assert report.results[0].name == f"the history contains the head it is checked from 4:{recorded.hash[:12]}…"
+    names = [r.name for r in report.results]
+    assert "SQLite integrity_check" not in names and "SQLite foreign_key_check" in names
+    assert report.scope == ("checked from event 4: the 5 events after it, and the 3 deployments they belong to "
+                            "with all their events; the rest of the history before it is not checked")
+    assert f"scope   {report.scope}" in report.lines()
+
+
+def test_an_event_rewritten_after_the_head_breaks_the_chain_from_it(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    edit(db_path, "UPDATE deployment_events SET actor = 'mallory' WHERE id = 6")
+    assert from_head(db_path, recorded)[CHAIN][0].startswith("event 6 ")
+
+
+def test_a_deployment_with_an_event_after_the_head_is_checked_with_all_its_events(db_path, repo):
+    ids, recorded = from_head_history(repo, db_path)
+    # Its approval (event 2) and its creation content are before the head; its start (event 9) is after.
+    edit(db_path, "UPDATE deployment_events SET from_status = 'started' WHERE id = 2",
+         f"UPDATE deployments SET version = '6.6.6', status = 'succeeded' WHERE id = '{ids[0]}'")
+    failures = from_head(db_path, recorded)
+    assert failures["every event is a legal transition from the one before"] == (ids[0],)
+    assert failures["status and updated_at match the last event"] == (ids[0],)
+    assert failures[CONTENT] == (ids[0],)
+    assert CHAIN not in failures  # event 2 is before the head: its link is not recomputed
+
+
+def test_a_read_table_row_missing_for_an_event_after_the_head_is_caught_from_it(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    edit(db_path, "DELETE FROM deployment_steps WHERE event_id = 9", "DELETE FROM deployment_event_scopes"
+                  " WHERE event_id = 3")  # event 9 is after the head; event 3 is before, out of scope
+    assert from_head(db_path, recorded)["the read tables derived from the events hold exactly their rows"] == (
+        "deployment_steps: 1 rows missing",)
+
+
+def test_what_lies_wholly_before_the_head_is_not_checked_from_it(db_path, repo):
+    ids, recorded = from_head_history(repo, db_path)
+    # The second deployment has no event after the head: out of scope, by design.
+    edit(db_path, "UPDATE deployment_events SET actor = 'mallory' WHERE id = 3",
+         f"UPDATE deployments SET version = '6.6.6', status = 'rejected' WHERE id = '{ids[1]}'")
+    assert check_database(db_path, from_head=recorded).ok
+    whole = failed(db_path)
+    assert whole[CHAIN][0].startswith("event 3 ") and whole[CONTENT] == (ids[1],)
+
+
+def test_a_head_whose_hash_is_not_the_one_recorded_fails_with_both_hashes(db_path, repo):
+    from_head_history(repo, db_path)
+    stored = head_at(db_path, 4)
+    [problem] = from_head(db_path, Anchor(4, "ab" * 32))["the history contains the head it is checked from "
+                                                          "4:abababababab…"]
+    assert problem == (f"event 4 has the hash {stored}, not the recorded {'ab' * 32}: it, or the history before it, "
+                       "was changed after the head was recorded")
+
+
+def test_a_head_after_the_end_of_the_history_or_removed_from_it_fails(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    name = f"the history contains the head it is checked from 99:{recorded.hash[:12]}…"
+    assert from_head(db_path, Anchor(99, recorded.hash))[name] == (
+        "the history ends at event 9, before event 99: events were removed from the end (a truncated file, "
+        "a lost -wal) or this is an older copy",)
+    edit(db_path, "DELETE FROM deployment_events WHERE id = 4")
+    failures = from_head(db_path, recorded)
+    assert failures[f"the history contains the head it is checked from 4:{recorded.hash[:12]}…"] == (
+        "event 4 is missing",)
+    assert CHAIN not in failures  # event 5 still links to the hash recorded for event 4
+
+
+def test_a_check_from_a_head_verifies_later_anchors_and_refuses_earlier_ones(db_path, repo):
+    _, recorded = from_head_history(repo, db_path)
+    latest = head(db_path)
+    assert check_database(db_path, [latest, recorded], from_head=recorded).ok
+    wrong = Anchor(latest.event_id, "cd" * 32)
+    assert list(from_head(db_path, recorded, [wrong])) == [
+        f"the history contains the anchored head 9:{'cd' * 6}…"]
+    with pytest.raises(ValueError, match="before event 4, where the check starts"):
+        check_database(db_path, [Anchor(2, head_at(db_path, 2))], from_head=recorded)
+
+
 # --- upgrading a version-3 database -------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ is ``bench_*.py``.  Run it from the project root::
 
 What it does, in order:
 
-1. Seeds one SQLite file per size (``<db-dir>/listing-v8-<size>.db``) with
+1. Seeds one SQLite file per size (``<db-dir>/listing-v9-<size>.db``) with
    deployments spread over 40 services of skewed popularity, five environments,
    realistic statuses with their full event histories, and two years of
    ``created_at``; with the pipeline metadata of schema version 8: each
@@ -112,8 +112,9 @@ T = TypeVar("T")
 
 # Bump when the generated data changes, so stale seeded files are not reused.
 # 8: the pipeline metadata of schema version 8 (commits, tickets per release,
-# labels) and histories that stop at END; 1 had none of it.
-DATASET_VERSION = 8
+# labels) and histories that stop at END; 1 had none of it.  9: a rolled-back
+# deployment's row names the version it went back to, as its event does.
+DATASET_VERSION = 9
 SEED_BATCH = 5_000
 # The seeding connection's page cache (KiB).  The version, commit and
 # work-reference indexes take each row at a random place, and at 1M rows their
@@ -413,6 +414,11 @@ def seed(path: Path, size: int) -> float | None:
             with repo._write() as conn:
                 for deployment, events in batch:
                     deployments._insert_deployment(conn, deployment)
+                    if deployment.rolled_back_to is not None:
+                        # A row is inserted as created; apply_action's update of
+                        # the rollback is what names the version it went back to.
+                        conn.execute("UPDATE deployments SET rolled_back_to = ? WHERE id = ?",
+                                     (deployment.rolled_back_to, deployment.id))
                     content = chain.creation_content(deployment)
                     for event in events:
                         deployments._append_event(conn, event, deployments._chain_head(conn),

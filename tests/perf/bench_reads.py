@@ -7,8 +7,8 @@ project root::
 
 What it does, in order:
 
-1. Seeds the files of bench_listing.py that are missing (``listing-v8-<size>.db``),
-   then copies each to ``reads-v8-<size>-<flavour>.db`` and opens the copy
+1. Seeds the files of bench_listing.py that are missing (``listing-v9-<size>.db``),
+   then copies each to ``reads-v9-<size>-<flavour>.db`` and opens the copy
    with the deployapi under test, so the shared seeded files are never
    changed.  ``flavour`` is ``derived`` when that deployapi has the tables
    derived from events (deployment_event_scopes, deployment_steps; the copy

@@ -350,17 +350,27 @@ def test_every_flag_of_relay_check_and_backup_is_shown_in_use_in_operations_md(c
 def test_every_passing_check_shown_lists_exactly_the_checks_deployapi_check_runs(tmp_path):
     create_app(tmp_path / "fresh.db").close()
     checks = [result.name for result in check_database(tmp_path / "fresh.db").results]
-    shown = 0
+    # From a head (--from-head, with an --expect-head after it): the names up to
+    # the anchors' ids and hashes, which each transcript gives its own.
+    from_head = ["the history contains the head it is checked from ", *(
+        name for name in checks if not name.startswith("SQLite integrity_check")),
+        "the history contains the anchored head "]
+    shown = shown_from_head = 0
     for path in REFERENCE_DOCS:
         text = path.read_text(encoding="utf-8")
         for _, block in re.findall(r"^( *)```console\n(.*?)^\1```", text, re.MULTILINE | re.DOTALL):
             if "; all checks passed" in block:
                 listed = re.findall(r"^ *ok {6}(.+)$", block, re.MULTILINE)
-                # One more line per --expect-head, after the others.
-                anchored = [line for line in listed if line.startswith("the history contains the anchored head ")]
-                assert listed == checks + anchored, path.name
-                shown += 1
+                if "--from-head" in block:
+                    assert [re.sub(r"\d+:[0-9a-f]{12}…$", "", name) for name in listed] == from_head, path.name
+                    shown_from_head += 1
+                else:
+                    # One more line per --expect-head, after the others.
+                    anchored = [line for line in listed if line.startswith("the history contains the anchored head ")]
+                    assert listed == checks + anchored, path.name
+                    shown += 1
     assert shown >= 3  # backup, restore and the copy made with cp (docs/operations.md)
+    assert shown_from_head >= 1  # deployapi check (docs/operations.md)
 
 
 def test_every_count_of_checks_in_the_docs_is_the_number_deployapi_check_runs(tmp_path):
