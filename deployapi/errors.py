@@ -33,6 +33,7 @@ from .lifecycle import (
     ValidationFailed,
 )
 from .repository import DatabaseBusy, DatabaseReadOnly, DeploymentNotFound
+from .responses import text_response
 from .storage import StorageFault
 
 logger = logging.getLogger("deployapi")
@@ -224,4 +225,4 @@ def render_problem(error: BaseException, request_id: str = "") -> tuple[int, str
 def problem_response(error: BaseException, request_id: str = "") -> Response:
     """Render any exception as a problem+json response; unknown ones as a logged, generic 500."""
     status, body, headers = render_problem(error, request_id)
-    return Response(body, status=status, headers=headers, mimetype=PROBLEM_MIMETYPE)
+    return text_response(body, status, headers=headers, content_type=PROBLEM_MIMETYPE)

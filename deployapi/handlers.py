@@ -22,6 +22,7 @@ from .encoding import json_text
 from .lifecycle import Deployment, Event
 from .policy import Policy
 from .repository import Deliveries, Repository, WebhookStatus, WriteTransaction
+from .responses import text_response
 from .storage import StorageFault
 from .webhooks import Webhook
 
@@ -187,7 +188,7 @@ def openapi_document(request: Request, ctx: Context) -> Response:
 def metrics(request: Request, ctx: Context) -> Response:
     """GET /metrics (routed only when switched on): the app's measurements in the Prometheus text format."""
     assert ctx.metrics is not None  # the route exists only with them
-    return Response(ctx.metrics.render(), content_type=prometheus.CONTENT_TYPE)
+    return text_response(ctx.metrics.render(), content_type=prometheus.CONTENT_TYPE)
 
 
 def health(request: Request, ctx: Context) -> Response:
@@ -340,7 +341,7 @@ def json_response(body: Any, status: int = 200, *, headers: dict[str, str] | Non
 
 def json_text_response(text: str, status: int = 200, *, headers: dict[str, str] | None = None) -> Response:
     """A response whose body is already JSON text."""
-    return Response(text, status=status, headers=headers, mimetype="application/json")
+    return text_response(text, status, headers=headers)
 
 
 # Browsers send about 200 bytes; this leaves room for any real client.
@@ -373,8 +374,8 @@ def cloudevents_response(request: Request, ctx: Context, events: list[Event], *,
     for event in events:
         deployment, first_success = context[event.id]
         batch.append(cdevents.cloudevent(event, deployment, first_success=first_success, mount=request.script_root))
-    return Response(json_text(batch), headers={**VARY_ACCEPT, **(headers or {})},
-                    mimetype=cdevents.BATCH_MEDIA_TYPE)
+    return text_response(json_text(batch), headers={**VARY_ACCEPT, **(headers or {})},
+                         content_type=cdevents.BATCH_MEDIA_TYPE)
 
 
 def webhook_json(hook: Webhook, status: WebhookStatus) -> dict[str, Any]:

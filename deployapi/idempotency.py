@@ -32,6 +32,7 @@ from . import identities
 from .errors import PROBLEM_MIMETYPE, ApiError, problem_response
 from .lifecycle import DomainError, FieldProblem, ValidationFailed
 from .repository import DeploymentNotFound, Repository, StoredResponse, WriteTransaction
+from .responses import JSON, text_response
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -98,5 +99,5 @@ def _replay(stored: StoredResponse) -> Response:
     headers = {REPLAYED_HEADER: "true"}
     if stored.location:
         headers["Location"] = stored.location
-    mimetype = PROBLEM_MIMETYPE if stored.status >= 400 else "application/json"
-    return Response(stored.body, status=stored.status, headers=headers, mimetype=mimetype)
+    content_type = PROBLEM_MIMETYPE if stored.status >= 400 else JSON
+    return text_response(stored.body, stored.status, headers=headers, content_type=content_type)
