@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -363,6 +363,22 @@ class Scope:
             return _IN_SCOPE.sub("1", sql)
         return _IN_SCOPE.sub(lambda m: f"{m[2]} IN temp.scope_{m[1]}", sql)
 
+    def one_by_one(self, conn: sqlite3.Connection, condition: str) -> Iterator[tuple[str, tuple[int | str]]]:
+        """``condition`` (one ``{events: column}`` or ``{deployments: column}``) as ``column = ?``, per id in scope.
+
+        With ``column = ?`` SQLite pushes the term into each branch of a
+        compound view (deployment_step_rows) and starts each from that row,
+        as the trigger that fills the table does.  Given ``column IN
+        temp.scope_events`` it evaluated the whole view, over all the history
+        before the head, and given an IN list of more than a few ids it started
+        the branches that join an event's start from every start.
+        """
+        match = _IN_SCOPE.fullmatch(condition)
+        assert match is not None, condition
+        within = f"{match[2]} = ?"
+        for (key,) in conn.execute(f"SELECT id FROM temp.scope_{match[1]} ORDER BY id").fetchall():
+            yield within, (key,)
+
     def head_results(self, conn: sqlite3.Connection, version: int) -> list[CheckResult]:
         """From a head: that the history still has it, with the hash recorded."""
         if self.head is None:
@@ -430,11 +446,18 @@ def _derived_offenders(conn: sqlite3.Connection, version: int, scope: Scope) -> 
             # each found through the table's primary key: which rows are extra
             # only a read of the whole table can tell.
             same = " AND ".join(f"t.{name} IS v.{name}" for name in names)
-            sql = (f"SELECT count(*) FROM (SELECT DISTINCT {columns} FROM {view} WHERE {rows}) v"
-                   f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {same})")
-            missing = _offenders(conn, scope.narrow(sql))[0]
-            if missing != "0":
-                offenders.append(f"{table}: {missing} rows missing")
+            missing = 0
+            for within, parameters in scope.one_by_one(conn, rows):
+                sql = (f"SELECT count(*) FROM (SELECT DISTINCT {columns} FROM {view} WHERE {within}) v"
+                       f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {same})")
+                try:
+                    missing += conn.execute(sql, parameters).fetchone()[0]
+                except sqlite3.DatabaseError as error:
+                    offenders.append(f"{table}: could not be checked: {error}")
+                    break
+            else:
+                if missing:
+                    offenders.append(f"{table}: {missing} rows missing")
             continue
         # One pass over both sides, grouped by every column: a row only the view
         # gives is missing, one only the table holds is extra (distinct rows, as
@@ -533,7 +556,9 @@ def _sealed_before(conn: sqlite3.Connection, version: int, scope: Scope) -> list
     """Deployments in scope created before the head whose row no longer fits their created event's hash.
 
     Each link from the stored hash of the event before, as the pass in
-    _chain_results does for the created events after the head.
+    _chain_results does for the created events after the head.  The unary
+    ``+`` keeps SQLite from the index on type, which would have it read every
+    created event before the head; the deployments in scope are few.
     """
     if version < 4:
         return []
@@ -542,7 +567,7 @@ def _sealed_before(conn: sqlite3.Connection, version: int, scope: Scope) -> list
             SELECT c.*, coalesce((SELECT p.hash FROM deployment_events p WHERE p.id < c.id
                                   ORDER BY p.id DESC LIMIT 1), ?) AS stored_before
             FROM ({events_with_content_sql(version)}
-                  WHERE e.id <= ? AND e.type = ? AND e.deployment_id IN temp.scope_deployments) c
+                  WHERE e.deployment_id IN temp.scope_deployments AND +e.id <= ? AND +e.type = ?) c
             ORDER BY c.id""", (chain.GENESIS, scope.checked_from, lifecycle.CREATED)):
         event, content = event_with_content(row)
         if chain.event_hash(event, row["stored_before"] or "", content) != event.hash:

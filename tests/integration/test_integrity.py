@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from builders import new_deployment
+from builders import StepClock, new_deployment
 
 from deployapi import chain
 from deployapi.integrity import Anchor, check_database
@@ -291,6 +291,56 @@ def test_a_check_from_a_head_verifies_later_anchors_and_refuses_earlier_ones(db_
         f"the history contains the anchored head 9:{'cd' * 6}…"]
     with pytest.raises(ValueError, match="before event 4, where the check starts"):
         check_database(db_path, [Anchor(2, head_at(db_path, 2))], from_head=recorded)
+
+
+def vm_steps_of_check_from_head(monkeypatch, path, recorded: Anchor) -> int:
+    """SQLite VM steps (in hundreds) that ``check_database(path, from_head=recorded)`` runs, all its queries."""
+    from deployapi import integrity
+
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    def counted(path):
+        conn, note = connect(path)
+        conn.set_progress_handler(count, 100)
+        return conn, note
+
+    connect = integrity.connect_read_only
+    monkeypatch.setattr(integrity, "connect_read_only", counted)
+    assert check_database(path, from_head=recorded).ok
+    return steps
+
+
+def a_history_then_a_head_then_three_rollouts(tmp_path, name: str, before: int) -> tuple[Path, Anchor]:
+    """``before`` deployments through to success, the head after them, then three more through to success."""
+    path = tmp_path / name
+    repository = Repository(path, clock=StepClock())
+    try:
+        def roll_out(n):
+            deployment = repository.create_deployment(new_deployment(version=f"1.{n}"))
+            for action in ("approve", "start", "succeed"):
+                repository.apply_action(deployment.id, ActionRequest(action, "bob", None))
+        for n in range(before):
+            roll_out(n)
+        recorded = head(path)
+        for n in range(before, before + 3):
+            roll_out(n)
+    finally:
+        repository.close()
+    return path, recorded
+
+
+def test_the_work_of_a_check_from_a_head_does_not_grow_with_the_history_before_it(tmp_path, monkeypatch):
+    # The same three rollouts after the head, behind 10 or 400 rollouts: each
+    # query of a check from a head starts from what is in scope, so forty times
+    # the history before it costs about the same number of SQLite VM steps.
+    short = vm_steps_of_check_from_head(monkeypatch, *a_history_then_a_head_then_three_rollouts(tmp_path, "a.db", 10))
+    long = vm_steps_of_check_from_head(monkeypatch, *a_history_then_a_head_then_three_rollouts(tmp_path, "b.db", 400))
+    assert long < 1.2 * short, (short, long)
 
 
 # --- upgrading a version-3 database -------------------------------------------------------
