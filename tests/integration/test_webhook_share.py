@@ -27,7 +27,12 @@ def receiver():
 
 
 def drain_seconds(tmp_path, receiver, name: str, **options) -> float:
-    """Seconds a new deliverer takes to deliver a backlog of EVENTS created events."""
+    """Seconds a new deliverer takes to deliver a backlog of EVENTS created events, from its first delivery.
+
+    Timed from the first event delivered, not from ``start()``: a deliverer's thread that starts before
+    the lease is taken waits for it in steps of 0.2 s, a start-up cost that would be a step of the same
+    size as a whole drain on a fast machine, and that has nothing to do with the share.
+    """
     repository = Repository(tmp_path / f"{name}.db")
     try:
         Deliveries(repository).register(["audit"], NOW)
@@ -35,10 +40,13 @@ def drain_seconds(tmp_path, receiver, name: str, **options) -> float:
             repository.create_deployment(new_deployment(**create_body()))
         hook = Webhook("audit", receiver.url, "json", decode_secret(SECRET))
         deliverer = Deliverer(repository, [hook], **options)
-        started = time.perf_counter()
         deliverer.start()
         try:
-            while Deliveries(repository).position("audit").delivered_through < EVENTS:
+            deliveries = Deliveries(repository)
+            while deliveries.position("audit").delivered_through == 0:
+                time.sleep(0.002)
+            started = time.perf_counter()
+            while deliveries.position("audit").delivered_through < EVENTS:
                 time.sleep(0.01)
             return time.perf_counter() - started
         finally:
