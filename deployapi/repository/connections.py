@@ -192,6 +192,8 @@ class Database:
         # first call and kept for the next: no pool lock and no set-up per
         # request.  Each is closed by close(), or when its thread ends.
         self._local = threading.local()
+        # The one connection of the writes (_writer_connection), opened by the first.
+        self._writer: _ThreadConnection | None = None
         self._threads: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._threads_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy
@@ -359,11 +361,34 @@ class Database:
         held = getattr(self._local, "connection", None)
         if held is not None and held.in_use:
             # A call made while this thread's connection is busy (a read
-            # inside a write's transaction) gets a connection of its own.
+            # inside another) gets a connection of its own.
             yield from _one_off(self._open_for_request(), self.storage)
             return
         if held is None or held.pid != os.getpid():
             held = self._local.connection = self._keep(self._open_for_request())
+        yield from self._lend(held)
+
+    @contextlib.contextmanager
+    def _writer_connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection every write of this process uses, whichever thread writes; only under ``_write_lock``.
+
+        SQLite keeps a connection's page cache from one transaction to the next
+        only while no other connection has changed the file: with a connection
+        per thread, every write found its cache thrown away by the writes of the
+        other threads, and read again each page of the tables and indexes it
+        touched (about 85 reads of 4 KiB for a create under load).  One writer
+        connection is the only one that changes the file, so its cache stays
+        valid while the process is the only writer.
+        """
+        if self._closed:
+            raise DatabaseError("the repository is closed")
+        held = self._writer
+        if held is None or held.pid != os.getpid():
+            held = self._writer = self._keep(self._open_for_request())
+        yield from self._lend(held)
+
+    def _lend(self, held: _ThreadConnection) -> Iterator[sqlite3.Connection]:
+        """``held``'s connection for one call; discarded after an SQLite error or a transaction left open."""
         held.in_use = True
         keep = False
         try:
@@ -414,18 +439,21 @@ class Database:
         return held
 
     def release_thread_connection(self) -> None:
-        """Close the calling thread's kept connection, if it has one: for a thread done with the database.
+        """Close the calling thread's kept connection and the writer's, if not in use: for a thread done with the
+        database.
 
         create_app writes at start-up (webhook positions) on the thread that builds the app, which is
-        often a server's master process about to fork its workers: none of them may inherit it.
+        often a server's master process about to fork its workers: none of them may inherit a connection.
         """
-        held = getattr(self._local, "connection", None)
-        if held is not None and not held.in_use:
-            self._discard(held)
+        for held in (getattr(self._local, "connection", None), self._writer):
+            if held is not None and not held.in_use:
+                self._discard(held)
 
     def _discard(self, held: _ThreadConnection) -> None:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None
+        if self._writer is held:
+            self._writer = None
         held.close()
 
     @contextlib.contextmanager
@@ -458,7 +486,8 @@ class Database:
             try:
                 self._take_process_lock(started)
                 try:
-                    with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                    with self._writer_connection() as conn, self._busy_wait_left(conn, started), \
+                            self._storage_errors(), \
                             _synchronous(conn, durable):
                         try:
                             # With the process lock, the wait for SQLite's lock is a turn behind the
