@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -186,7 +187,7 @@ class Database:
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._require_existing = require_existing
-        self._writer_slots = threading.BoundedSemaphore(max_writers) if max_writers else None
+        self._writer_slots = _Slots(max_writers) if max_writers else None
         self._max_writers = max_writers
         # One connection per thread that uses the repository, opened on its
         # first call and kept for the next: no pool lock and no set-up per
@@ -514,7 +515,7 @@ class Database:
                 self._write_lock.release()
         finally:
             if self._writer_slots is not None:
-                self._writer_slots.release()
+                self._writer_slots.give_back()
 
     def _stop_waiting(self) -> None:
         self._sqlite_lock_wait_since = None
@@ -578,7 +579,7 @@ class Database:
 
         :raises DatabaseBusy:
         """
-        if self._writer_slots is None or self._writer_slots.acquire(blocking=False):
+        if self._writer_slots is None or self._writer_slots.take():
             return
         deadline = started + self._busy_timeout_ms / 1000
         while True:
@@ -591,7 +592,7 @@ class Database:
             if remaining <= 0:
                 raise self.write_stats.refused(DatabaseBusy(
                     "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
-            if self._writer_slots.acquire(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
+            if self._writer_slots.take(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
                 return
 
     @contextlib.contextmanager
@@ -739,6 +740,36 @@ def fold_wal_back(db_path: str | Path) -> None:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:
             conn.close()
+
+
+class _Slots:
+    """A counting semaphore of ``count`` slots, for the path of every write.
+
+    The slots are tokens in a ``queue.SimpleQueue``, whose ``get`` and ``put``
+    run in C, under the GIL, without a Python frame; ``threading.Semaphore``
+    runs a ``Condition`` in Python at every acquire and release (a few per cent
+    of a create's time under load).  Unbounded: a slot is given back only by the
+    write that took it.
+    """
+
+    def __init__(self, count: int):
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(count):
+            self._tokens.put(None)
+
+    def take(self, timeout: float = 0) -> bool:
+        """Take a slot, waiting up to ``timeout`` seconds for one (not at all with 0); whether one was taken."""
+        try:
+            if timeout <= 0:
+                self._tokens.get(block=False)
+            else:
+                self._tokens.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def give_back(self) -> None:
+        self._tokens.put(None)
 
 
 class _ThreadConnection:
