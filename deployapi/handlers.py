@@ -298,8 +298,7 @@ def read_json_object(request: Request) -> dict[str, Any]:
         raise errors.malformed_json(
             f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_object_without_duplicate_keys,
-                           parse_constant=_reject_constant)
+        value = _BODY_DECODER.decode(text)
     except RecursionError:
         raise errors.malformed_json("the JSON is nested too deeply") from None
     except ValueError as error:
@@ -329,6 +328,10 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, An
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads with options builds a decoder (and its scanner) at every call.
+_BODY_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant)
 
 
 # --- rendering ----------------------------------------------------------------------
