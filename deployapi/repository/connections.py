@@ -1,9 +1,9 @@
-"""Connections and transactions: one SQLite connection per thread, BEGIN IMMEDIATE, writer slots.
+"""Connections and transactions: an SQLite connection per thread, one for the writes, BEGIN IMMEDIATE, writer slots.
 
 :class:`Database` opens the file (migrating its schema at start-up), hands each
-thread a connection of its own, runs every write as one ``BEGIN IMMEDIATE``
-transaction behind this process's write lock and a bounded number of writer
-slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
+thread a connection of its own for its reads, runs every write as one ``BEGIN
+IMMEDIATE`` transaction on the writes' own connection, behind this process's
+write lock and a bounded number of writer slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
 ("database is locked"), StorageFault (the storage failed), DatabaseError (the
 file cannot be used), DatabaseReadOnly (a write to a database opened
 read-only).  The queries are the Repository's, built on it.
