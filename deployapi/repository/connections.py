@@ -62,6 +62,12 @@ WAL_AUTOCHECKPOINT_PAGES = 1000
 # size rather than keeping the largest size it ever reached (a long read holds
 # checkpoints back and lets the -wal grow past the interval meanwhile).
 JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
+# The page cache of the writes' connection (_writer_connection), in KiB, instead of
+# SQLite's 2,000: it stays valid from one write to the next, so it stays full, and
+# the pages a write touches (the leaves where new rows go, the indexes' upper
+# levels) fit in far less.  A full-size cache cost a process about 1 MiB more at
+# its peak for no more writes a second (docs/performance.md, "The latest comparison").
+WRITER_CACHE_KIB = 512
 # Window functions, row values and AS MATERIALIZED: what the queries below use.
 MIN_SQLITE = (3, 35, 0)
 
@@ -385,7 +391,13 @@ class Database:
             raise DatabaseError("the repository is closed")
         held = self._writer
         if held is None or held.pid != os.getpid():
-            held = self._writer = self._keep(self._open_for_request())
+            conn = self._open_for_request()
+            try:
+                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            except sqlite3.Error as error:
+                self.storage.close_connection(conn)
+                raise self._unusable("use", error) from error
+            held = self._writer = self._keep(conn)
         yield from self._lend(held)
 
     def _lend(self, held: _ThreadConnection) -> Iterator[sqlite3.Connection]:
