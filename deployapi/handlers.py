@@ -297,6 +297,8 @@ def read_json_object(request: Request) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise errors.malformed_json(
             f"the request body is not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    if text.startswith("\ufeff"):  # json.loads's own check, which a decoder's decode() lacks
+        raise errors.malformed_json("the request body is not valid JSON: it starts with a UTF-8 byte order mark")
     try:
         value = _BODY_DECODER.decode(text)
     except RecursionError:

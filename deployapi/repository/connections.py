@@ -223,7 +223,7 @@ class Database:
 
     # --- connections and transactions -------------------------------------
 
-    def _open(self, *, create: bool = False) -> sqlite3.Connection:
+    def _open(self, *, create: bool = False, cache_kib: int | None = None) -> sqlite3.Connection:
         if self.read_only:
             return self._open_read_only()[0]
         # Only start-up may create the file: a connection opened later, after
@@ -243,6 +243,8 @@ class Database:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            if cache_kib is not None:
+                conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             # Statement journals (the derived-table trigger's inserts keep one)
             # in memory, not in a file created and deleted inside the write lock.
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -391,13 +393,7 @@ class Database:
             raise DatabaseError("the repository is closed")
         held = self._writer
         if held is None or held.pid != os.getpid():
-            conn = self._open_for_request()
-            try:
-                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-            except sqlite3.Error as error:
-                self.storage.close_connection(conn)
-                raise self._unusable("use", error) from error
-            held = self._writer = self._keep(conn)
+            held = self._writer = self._keep(self._open_for_request(cache_kib=WRITER_CACHE_KIB))
         yield from self._lend(held)
 
     def _lend(self, held: _ThreadConnection) -> Iterator[sqlite3.Connection]:
@@ -424,7 +420,7 @@ class Database:
             if not keep or held.conn.in_transaction:
                 self._discard(held)
 
-    def _open_for_request(self) -> sqlite3.Connection:
+    def _open_for_request(self, *, cache_kib: int | None = None) -> sqlite3.Connection:
         # No connection closes meanwhile (FileWatch.connections_changing), and
         # _open reads the file, after which this one holds it: so the -wal
         # known to the watch is still the one in use when the count goes up.
@@ -435,7 +431,7 @@ class Database:
             self.storage.verify_path()
             self.storage.verify_wal(learn=False)
             try:
-                conn = self._open()
+                conn = self._open(cache_kib=cache_kib)
             except DatabaseError as error:
                 reason = storage_reason(error.__cause__)
                 if reason is None:
@@ -458,9 +454,16 @@ class Database:
         create_app writes at start-up (webhook positions) on the thread that builds the app, which is
         often a server's master process about to fork its workers: none of them may inherit a connection.
         """
-        for held in (getattr(self._local, "connection", None), self._writer):
-            if held is not None and not held.in_use:
-                self._discard(held)
+        held = getattr(self._local, "connection", None)
+        if held is not None and not held.in_use:
+            self._discard(held)
+        # The writes' connection only while no write can take it: the write lock, without waiting.
+        if self._writer is not None and self._write_lock.acquire(blocking=False):
+            try:
+                if self._writer is not None:
+                    self._discard(self._writer)
+            finally:
+                self._write_lock.release()
 
     def _discard(self, held: _ThreadConnection) -> None:
         if getattr(self._local, "connection", None) is held:
@@ -691,10 +694,19 @@ class Database:
         with self._threads_lock:
             held = list(self._threads)
         for connection in held:
+            if connection is self._writer:
+                continue  # a write may take it at any moment; a thread's connection serves as well
             if connection.close.alive and not connection.in_use:
                 with contextlib.suppress(sqlite3.Error):
                     connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 return
+        if self._writer is not None and self._write_lock.acquire(blocking=False):
+            try:
+                if self._writer is not None and self._writer.close.alive:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._writer.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                self._write_lock.release()
 
     def _fold_wal_back(self) -> None:
         fold_wal_back(self._resolved)

@@ -45,6 +45,14 @@ def test_a_body_that_is_not_a_json_object_is_400_malformed_json(app, client, dat
     assert deployment_count(app) == 0
 
 
+def test_a_body_that_starts_with_a_byte_order_mark_is_malformed_json_and_says_so(app, client):
+    body = b"\xef\xbb\xbf" + json.dumps(create_body()).encode()
+    response = client.post("/deployments", data=body, content_type="application/json")
+    assert_problem(response, 400, "malformed_json")
+    assert "byte order mark" in response.get_json()["detail"]
+    assert deployment_count(app) == 0
+
+
 def test_an_empty_body_without_a_content_type_is_malformed_json(client):
     assert_problem(client.post("/deployments"), 400, "malformed_json")
 

@@ -402,3 +402,31 @@ def test_writes_taking_turns_on_several_threads_do_not_read_their_pages_again(db
             thread.join()
         repository.close()
     assert reads_per_write < 5, reads_per_write
+
+
+def test_releasing_the_kept_connections_while_another_thread_writes_leaves_its_write_alone(db_path):
+    repository = Repository(db_path)
+    repository.create_deployment(new_deployment())  # the writes' connection is open
+    inside, released = threading.Event(), threading.Event()
+    outcome = []
+
+    def write() -> None:
+        try:
+            with repository.transaction() as tx:
+                inside.set()
+                released.wait(timeout=5)
+                outcome.append(tx.create_deployment(new_deployment()).status)
+        except Exception as error:  # the outcome under test
+            outcome.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert inside.wait(timeout=5)
+        repository.release_thread_connection()
+    finally:
+        released.set()
+        writer.join()
+    assert outcome == ["pending_approval"]
+    assert len(repository.list_deployments(ListQuery()).documents) == 2
+    repository.close()
