@@ -2,7 +2,7 @@
 
 A package by job; everything callers use is importable from here:
 
-- ``connections``: per-thread connections and the writes' one, ``BEGIN IMMEDIATE`` transactions,
+- ``connections``: per-thread connections, ``BEGIN IMMEDIATE`` transactions,
   writer slots, storage-error mapping (:class:`Database`);
 - ``schema``: schema.sql, its versions and migrations;
 - ``deployments``: the :class:`Repository`, its reads and writes of deployments

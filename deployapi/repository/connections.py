@@ -1,9 +1,9 @@
-"""Connections and transactions: an SQLite connection per thread, one for the writes, BEGIN IMMEDIATE, writer slots.
+"""Connections and transactions: one SQLite connection per thread, BEGIN IMMEDIATE, writer slots.
 
 :class:`Database` opens the file (migrating its schema at start-up), hands each
-thread a connection of its own for its reads, runs every write as one ``BEGIN
-IMMEDIATE`` transaction on the writes' own connection, behind this process's
-write lock and a bounded number of writer slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
+thread a connection of its own, runs every write as one ``BEGIN IMMEDIATE``
+transaction behind this process's write lock and a bounded number of writer
+slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
 ("database is locked"), StorageFault (the storage failed), DatabaseError (the
 file cannot be used), DatabaseReadOnly (a write to a database opened
 read-only).  The queries are the Repository's, built on it.
@@ -62,12 +62,6 @@ WAL_AUTOCHECKPOINT_PAGES = 1000
 # size rather than keeping the largest size it ever reached (a long read holds
 # checkpoints back and lets the -wal grow past the interval meanwhile).
 JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
-# The page cache of the writes' connection (_writer_connection), in KiB, instead of
-# SQLite's 2,000: it stays valid from one write to the next, so it stays full, and
-# the pages a write touches (the leaves where new rows go, the indexes' upper
-# levels) fit in far less.  A full-size cache cost a process about 1 MiB more at
-# its peak for no more writes a second (docs/performance.md, "The latest comparison").
-WRITER_CACHE_KIB = 512
 # Window functions, row values and AS MATERIALIZED: what the queries below use.
 MIN_SQLITE = (3, 35, 0)
 
@@ -199,8 +193,6 @@ class Database:
         # first call and kept for the next: no pool lock and no set-up per
         # request.  Each is closed by close(), or when its thread ends.
         self._local = threading.local()
-        # The one connection of the writes (_writer_connection), opened by the first.
-        self._writer: _ThreadConnection | None = None
         self._threads: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._threads_lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy
@@ -223,7 +215,7 @@ class Database:
 
     # --- connections and transactions -------------------------------------
 
-    def _open(self, *, create: bool = False, cache_kib: int | None = None) -> sqlite3.Connection:
+    def _open(self, *, create: bool = False) -> sqlite3.Connection:
         if self.read_only:
             return self._open_read_only()[0]
         # Only start-up may create the file: a connection opened later, after
@@ -243,8 +235,6 @@ class Database:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
-            if cache_kib is not None:
-                conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
             # Statement journals (the derived-table trigger's inserts keep one)
             # in memory, not in a file created and deleted inside the write lock.
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -370,34 +360,11 @@ class Database:
         held = getattr(self._local, "connection", None)
         if held is not None and held.in_use:
             # A call made while this thread's connection is busy (a read
-            # inside another) gets a connection of its own.
+            # inside a write's transaction) gets a connection of its own.
             yield from _one_off(self._open_for_request(), self.storage)
             return
         if held is None or held.pid != os.getpid():
             held = self._local.connection = self._keep(self._open_for_request())
-        yield from self._lend(held)
-
-    @contextlib.contextmanager
-    def _writer_connection(self) -> Iterator[sqlite3.Connection]:
-        """The connection every write of this process uses, whichever thread writes; only under ``_write_lock``.
-
-        SQLite keeps a connection's page cache from one transaction to the next
-        only while no other connection has changed the file: with a connection
-        per thread, every write found its cache thrown away by the writes of the
-        other threads, and read again each page of the tables and indexes it
-        touched (about 85 reads of 4 KiB for a create under load).  One writer
-        connection is the only one that changes the file, so its cache stays
-        valid while the process is the only writer.
-        """
-        if self._closed:
-            raise DatabaseError("the repository is closed")
-        held = self._writer
-        if held is None or held.pid != os.getpid():
-            held = self._writer = self._keep(self._open_for_request(cache_kib=WRITER_CACHE_KIB))
-        yield from self._lend(held)
-
-    def _lend(self, held: _ThreadConnection) -> Iterator[sqlite3.Connection]:
-        """``held``'s connection for one call; discarded after an SQLite error or a transaction left open."""
         held.in_use = True
         keep = False
         try:
@@ -420,7 +387,7 @@ class Database:
             if not keep or held.conn.in_transaction:
                 self._discard(held)
 
-    def _open_for_request(self, *, cache_kib: int | None = None) -> sqlite3.Connection:
+    def _open_for_request(self) -> sqlite3.Connection:
         # No connection closes meanwhile (FileWatch.connections_changing), and
         # _open reads the file, after which this one holds it: so the -wal
         # known to the watch is still the one in use when the count goes up.
@@ -431,7 +398,7 @@ class Database:
             self.storage.verify_path()
             self.storage.verify_wal(learn=False)
             try:
-                conn = self._open(cache_kib=cache_kib)
+                conn = self._open()
             except DatabaseError as error:
                 reason = storage_reason(error.__cause__)
                 if reason is None:
@@ -448,28 +415,18 @@ class Database:
         return held
 
     def release_thread_connection(self) -> None:
-        """Close the calling thread's kept connection and the writer's, if not in use: for a thread done with the
-        database.
+        """Close the calling thread's kept connection, if it has one: for a thread done with the database.
 
         create_app writes at start-up (webhook positions) on the thread that builds the app, which is
-        often a server's master process about to fork its workers: none of them may inherit a connection.
+        often a server's master process about to fork its workers: none of them may inherit it.
         """
         held = getattr(self._local, "connection", None)
         if held is not None and not held.in_use:
             self._discard(held)
-        # The writes' connection only while no write can take it: the write lock, without waiting.
-        if self._writer is not None and self._write_lock.acquire(blocking=False):
-            try:
-                if self._writer is not None:
-                    self._discard(self._writer)
-            finally:
-                self._write_lock.release()
 
     def _discard(self, held: _ThreadConnection) -> None:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None
-        if self._writer is held:
-            self._writer = None
         held.close()
 
     @contextlib.contextmanager
@@ -502,8 +459,7 @@ class Database:
             try:
                 self._take_process_lock(started)
                 try:
-                    with self._writer_connection() as conn, self._busy_wait_left(conn, started), \
-                            self._storage_errors(), \
+                    with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
                             _synchronous(conn, durable):
                         try:
                             # With the process lock, the wait for SQLite's lock is a turn behind the
@@ -694,19 +650,10 @@ class Database:
         with self._threads_lock:
             held = list(self._threads)
         for connection in held:
-            if connection is self._writer:
-                continue  # a write may take it at any moment; a thread's connection serves as well
             if connection.close.alive and not connection.in_use:
                 with contextlib.suppress(sqlite3.Error):
                     connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 return
-        if self._writer is not None and self._write_lock.acquire(blocking=False):
-            try:
-                if self._writer is not None and self._writer.close.alive:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._writer.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                self._write_lock.release()
 
     def _fold_wal_back(self) -> None:
         fold_wal_back(self._resolved)

@@ -100,10 +100,9 @@ class _CloseThenPause:
 @pytest.mark.parametrize("third", ["write", "ping"])
 def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db_path, third):
     # SQLite deletes the -wal when the last connection closes, and a
-    # connection opened a moment later starts a new one.  Thread A writes,
-    # and the connection it opened, the only one (the writes' own), closes as
-    # A lets go of it; thread C opens one and writes (or runs the health
-    # check) during that close.  Neither may be taken for a -wal removed
+    # connection opened a moment later starts a new one.  Thread A's
+    # connection, the only one, closes as A ends; thread C opens one and
+    # writes (or runs the health check) during that close.  Neither may be taken for a -wal removed
     # behind deployapi's back (a lasting fault: every write refused until
     # a restart).
     repo = Repository(db_path)
@@ -124,15 +123,13 @@ def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db
                 outcomes[name] = "pending_approval"
             else:
                 outcomes[name] = repo.create_deployment(new_deployment()).status
-                if name == "A":
-                    repo.release_thread_connection()  # as create_app does before a fork
         except Exception as error:  # the outcome under test
             outcomes[name] = error
 
     try:
         a = threading.Thread(target=write, args=("A",), name="A")
         a.start()
-        assert closed.wait(timeout=5)  # A wrote, and its connection is closed: the -wal is gone
+        assert closed.wait(timeout=5)  # A wrote, ended, and its connection is closed: the -wal is gone
         c = threading.Thread(target=write, args=("C",), name="C")
         c.start()
         c.join(timeout=1)  # unless its opening waits for A's close to finish

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import sqlite3
 import threading
 
@@ -281,23 +279,12 @@ def test_the_connection_of_a_thread_that_ended_is_closed(db_path):
     # One after another: threads that end at the same moment may close together,
     # and then no close removes the WAL (the case close() covers, tested below).
     for _ in range(4):
-        thread = threading.Thread(target=lambda: repository.list_deployments(ListQuery()))
-        thread.start()
-        thread.join()
-    assert wal_file(db_path).exists() is False  # each thread's connection went with it
-    repository.close()
-
-
-def test_the_writes_connection_outlives_the_thread_that_wrote_and_closes_with_the_repository(db_path):
-    repository = Repository(db_path)
-    for _ in range(4):
         thread = threading.Thread(target=lambda: repository.create_deployment(new_deployment()))
         thread.start()
         thread.join()
-    assert wal_file(db_path).exists()  # held open by the one connection every write uses
+    assert wal_file(db_path).exists() is False  # each thread's connection went with it
     assert len(repository.list_deployments(ListQuery()).documents) == 4
     repository.close()
-    assert not wal_file(db_path).exists()
 
 
 def test_close_folds_the_wal_back_even_when_no_thread_closed_last(db_path):
@@ -358,75 +345,3 @@ def test_a_read_inside_a_write_transaction_sees_only_committed_state(repo):
         with pytest.raises(DeploymentNotFound):
             repo.get_deployment(deployment.id)
     assert repo.get_deployment(deployment.id) == deployment
-
-
-def _file_reads() -> int:
-    """Read system calls this process has made (Linux's /proc/self/io)."""
-    with open("/proc/self/io") as io:
-        return next(int(line.split()[1]) for line in io if line.startswith("syscr:"))
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="counts read system calls in Linux's /proc/self/io")
-def test_writes_taking_turns_on_several_threads_do_not_read_their_pages_again(db_path):
-    # A connection's page cache is thrown away once another connection has changed
-    # the file.  With one connection per thread, each write read again every page
-    # it touched (27 reads a create here, 85 under the bench's create load); the writes share one connection,
-    # whose cache stays valid between them.
-    repository = Repository(db_path)
-    queues = [queue.Queue() for _ in range(4)]
-
-    def writer(jobs: queue.Queue) -> None:
-        while (done := jobs.get()) is not None:
-            repository.create_deployment(new_deployment())
-            done.set()
-
-    threads = [threading.Thread(target=writer, args=(jobs,)) for jobs in queues]
-    for thread in threads:
-        thread.start()
-
-    def write_in_turn(count: int) -> None:
-        for n in range(count):
-            done = threading.Event()
-            queues[n % len(queues)].put(done)
-            done.wait()
-
-    try:
-        write_in_turn(8)  # every thread has written once: warm
-        before = _file_reads()
-        write_in_turn(40)
-        reads_per_write = (_file_reads() - before) / 40
-    finally:
-        for jobs in queues:
-            jobs.put(None)
-        for thread in threads:
-            thread.join()
-        repository.close()
-    assert reads_per_write < 5, reads_per_write
-
-
-def test_releasing_the_kept_connections_while_another_thread_writes_leaves_its_write_alone(db_path):
-    repository = Repository(db_path)
-    repository.create_deployment(new_deployment())  # the writes' connection is open
-    inside, released = threading.Event(), threading.Event()
-    outcome = []
-
-    def write() -> None:
-        try:
-            with repository.transaction() as tx:
-                inside.set()
-                released.wait(timeout=5)
-                outcome.append(tx.create_deployment(new_deployment()).status)
-        except Exception as error:  # the outcome under test
-            outcome.append(error)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        assert inside.wait(timeout=5)
-        repository.release_thread_connection()
-    finally:
-        released.set()
-        writer.join()
-    assert outcome == ["pending_approval"]
-    assert len(repository.list_deployments(ListQuery()).documents) == 2
-    repository.close()
