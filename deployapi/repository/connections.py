@@ -718,9 +718,8 @@ class _Slots:
 
     The slots are tokens in a ``queue.SimpleQueue``, whose ``get`` and ``put``
     run in C, under the GIL, without a Python frame; ``threading.Semaphore``
-    runs a ``Condition`` in Python at every acquire and release (a few per cent
-    of a create's time under load).  Unbounded: a slot is given back only by the
-    write that took it.
+    runs a ``Condition`` in Python at every acquire and release.  Unbounded: a
+    slot is given back only by the write that took it.
     """
 
     def __init__(self, count: int):
@@ -731,10 +730,7 @@ class _Slots:
     def take(self, timeout: float = 0) -> bool:
         """Take a slot, waiting up to ``timeout`` seconds for one (not at all with 0); whether one was taken."""
         try:
-            if timeout <= 0:
-                self._tokens.get(block=False)
-            else:
-                self._tokens.get(timeout=timeout)
+            self._tokens.get(block=timeout > 0, timeout=timeout)  # without blocking, the timeout is ignored
         except queue.Empty:
             return False
         return True
