@@ -211,8 +211,7 @@ def write_once(request: Request, ctx: Context, payload: dict[str, Any], caller: 
     """Run a write in one transaction and render its result; with an Idempotency-Key, at most once per key."""
     key = idempotency.key_from(request)
     if key is None:
-        with ctx.repository.transaction() as tx:
-            deployment = write(tx)
+        deployment = ctx.repository.write(write)
         # Rendered after the commit: other writers wait only for the write itself.
         return render(deployment)
     fingerprint = idempotency.fingerprint(request, payload, caller)

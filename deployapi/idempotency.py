@@ -74,7 +74,8 @@ def run_once(repository: Repository, caller: str | None, key: str, request_finge
     """
     # One person, one key space, however the proxy spells them this time.
     owner = identities.key(caller) if caller else ""
-    with repository.transaction() as tx:
+
+    def once(tx: WriteTransaction) -> Response:
         stored = tx.stored_response(owner, key)
         if stored is not None:
             if stored.fingerprint != request_fingerprint:
@@ -92,7 +93,9 @@ def run_once(repository: Repository, caller: str | None, key: str, request_finge
         tx.store_response(owner, key, StoredResponse(
             fingerprint=request_fingerprint, status=response.status_code,
             body=response.get_data(as_text=True), location=response.headers.get("Location")))
-    return response
+        return response
+
+    return repository.write(once)
 
 
 def _replay(stored: StoredResponse) -> Response:

@@ -30,13 +30,15 @@ import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from .. import lifecycle
 from ..filesystem import SIDECARS, describe, directory_problem, why_unreadable, why_unwritable
 from ..histogram import Histogram, HistogramSnapshot
 from ..storage import FileWatch, StorageFault, storage_reason
-from .read_only import connect_read_only
+from .group_commit import QueuedWrite, TimedOut, WriteQueue
 from .process_lock import ProcessLock
+from .read_only import connect_read_only
 from .schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate, schema_sql, too_new_message
 
 logger = logging.getLogger("deployapi")
@@ -66,6 +68,7 @@ JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
 MIN_SQLITE = (3, 35, 0)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 # SQLite's result codes for a file it could not open, create or write, whose reason it does not give.
 _FILE_ERRORS = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR})
@@ -114,6 +117,11 @@ class WriteStats:
         with self._lock:
             self._refusals[busy.reason] += 1
         return busy
+
+    def withdraw(self, busy: DatabaseBusy) -> None:
+        """Uncount ``busy``: the refusal of a group of writes, each of which then ran alone and is counted itself."""
+        with self._lock:
+            self._refusals[busy.reason] -= 1
 
     def snapshot(self) -> tuple[HistogramSnapshot, dict[str, int]]:
         """The wait histogram, and the refusals by reason."""
@@ -188,6 +196,8 @@ class Database:
         self._busy_timeout_ms = busy_timeout_ms
         self._require_existing = require_existing
         self._writer_slots = _Slots(max_writers) if max_writers else None
+        # The writes of Repository.write() queue here and are committed in groups (group_commit.py).
+        self._write_queue = WriteQueue(self._commit_group)
         self._max_writers = max_writers
         # One connection per thread that uses the repository, opened on its
         # first call and kept for the next: no pool lock and no set-up per
@@ -445,48 +455,112 @@ class Database:
         :raises DatabaseBusy: too many writes waiting already, or the lock stayed taken past the busy timeout.
         :raises StorageFault: the file is not the one at its path any more, or the storage failed.
         """
+        started = self._before_write()
+        try:
+            with self._locked_transaction((started,), durable=durable) as conn:
+                yield conn
+        finally:
+            if self._writer_slots is not None:
+                self._writer_slots.give_back()
+
+    def _write_grouped(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """``operation(conn)`` in a durable write transaction, maybe with the writes of other threads (ADR 0022).
+
+        The writes waiting for the database at the same time are committed
+        together, each in a SAVEPOINT of one transaction: an error raised by
+        one (a refusal such as an invalid transition) undoes only its own
+        changes.  Should the transaction itself fail (an SQLite error, a
+        storage fault, the commit), every write of the group runs again in a
+        transaction of its own, so none is answered from a group that was not
+        committed.  ``operation`` may be run more than once for that reason,
+        and on another thread: it must do nothing but its work on ``conn``.
+
+        :raises DatabaseReadOnly, DatabaseBusy, StorageFault: as :meth:`_write`.
+        """
+        started = self._before_write()
+        try:
+            return self._write_queue.run(operation, started, started + self._busy_timeout_ms / 1000, time.monotonic)
+        except TimedOut:
+            raise self.write_stats.refused(DatabaseBusy(
+                "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE)) from None
+        finally:
+            if self._writer_slots is not None:
+                self._writer_slots.give_back()
+
+    def _commit_group(self, group: list[QueuedWrite]) -> None:
+        """Run and commit ``group`` (on the thread leading the write queue), setting every write's outcome."""
+        if len(group) > 1:
+            try:
+                with self._locked_transaction(tuple(write.started for write in group)) as conn:
+                    for write in group:
+                        _run_in_savepoint(conn, write)
+                return
+            except Exception as error:  # noqa: BLE001 - each write, run on its own below, meets its own error
+                if isinstance(error, DatabaseBusy):
+                    self.write_stats.withdraw(error)
+                for write in group:
+                    write.reset()
+        for write in group:
+            try:
+                with self._locked_transaction((write.started,)) as conn:
+                    write.result = write.operation(conn)
+            except Exception as error:  # noqa: BLE001 - raised in the write's own thread (WriteQueue.run)
+                write.error = error
+
+    def _before_write(self) -> float:
+        """What every write does before it waits: refuse a read-only or damaged database, take a writer slot.
+
+        Returns when the write began (``time.monotonic()``); the caller gives the slot back.
+        """
         if self.read_only:
             raise DatabaseReadOnly(f"{self.db_path} was opened read-only")
         # A damaged file stays refused, though a write that misses the damaged pages would succeed.
         self.storage.verify_undamaged()
         started = time.monotonic()
         self._take_writer_slot(started)
+        return started
+
+    @contextlib.contextmanager
+    def _locked_transaction(self, starts: tuple[float, ...], *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction behind this process's write lock, for the writes that began waiting at ``starts``.
+
+        It waits no longer than the busy timeout of the write that has waited longest.
+        """
+        started = min(starts)
+        left = started + self._busy_timeout_ms / 1000 - time.monotonic()
+        if not self._write_lock.acquire(timeout=max(left, 0)):
+            raise self.write_stats.refused(DatabaseBusy(
+                "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
         try:
-            left = started + self._busy_timeout_ms / 1000 - time.monotonic()
-            if not self._write_lock.acquire(timeout=max(left, 0)):
-                raise self.write_stats.refused(DatabaseBusy(
-                    "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
+            self._take_process_lock(started)
             try:
-                self._take_process_lock(started)
-                try:
-                    with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
-                            _synchronous(conn, durable):
-                        try:
-                            # With the process lock, the wait for SQLite's lock is a turn behind the
-                            # write of another worker, however long that write takes: not stuck.
-                            if self._process_lock is None:
-                                self._sqlite_lock_wait_since = time.monotonic()
-                            begin = None if self._process_lock is None else functools.partial(
-                                self._begin_in_turn, started=started)
-                            with self._busy_errors(), _immediate(conn, began=self._stop_waiting, begin=begin):
-                                # Under the write locks, SQLite's lock taken: all the waiting is over.
-                                self.write_stats.waited(time.monotonic() - started)
-                                yield conn
-                                # Last, so that nothing is committed into a file nobody will open again.
-                                self.storage.verify_path()
-                                self.storage.verify_wal()
-                        finally:
-                            self._sqlite_lock_wait_since = None
-                finally:
-                    if self._process_lock is not None:
-                        # Let go at BEGIN already, unless the write failed before: again is harmless.
-                        self._process_lock.release()
-                self.storage.write_succeeded()
+                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                        _synchronous(conn, durable):
+                    try:
+                        # With the process lock, the wait for SQLite's lock is a turn behind the
+                        # write of another worker, however long that write takes: not stuck.
+                        if self._process_lock is None:
+                            self._sqlite_lock_wait_since = time.monotonic()
+                        begin = None if self._process_lock is None else functools.partial(
+                            self._begin_in_turn, started=started)
+                        with self._busy_errors(), _immediate(conn, began=self._stop_waiting, begin=begin):
+                            # Under the write locks, SQLite's lock taken: all the waiting is over.
+                            now = time.monotonic()
+                            for start in starts:
+                                self.write_stats.waited(now - start)
+                            yield conn
+                            # Last, so that nothing is committed into a file nobody will open again.
+                            self.storage.verify_path()
+                            self.storage.verify_wal()
+                    finally:
+                        self._sqlite_lock_wait_since = None
             finally:
-                self._write_lock.release()
+                if self._process_lock is not None:
+                    # Let go at BEGIN already, unless the write failed before: again is harmless.
+                    self._process_lock.release()
+            self.storage.write_succeeded()
         finally:
-            if self._writer_slots is not None:
-                self._writer_slots.give_back()
+            self._write_lock.release()
 
     def _stop_waiting(self) -> None:
         self._sqlite_lock_wait_since = None
@@ -748,6 +822,19 @@ class _ThreadConnection:
         self.pid = os.getpid()
         self.in_use = False
         self.close = weakref.finalize(self, close, conn)
+
+
+def _run_in_savepoint(conn: sqlite3.Connection, write: QueuedWrite) -> None:
+    """One write of a group: its changes undone alone if it raises a refusal, the transaction's error raised on."""
+    conn.execute("SAVEPOINT grouped_write")
+    try:
+        write.result = write.operation(conn)
+    except (sqlite3.Error, StorageFault, DatabaseError, DatabaseBusy):
+        raise  # the transaction may be gone with it: the group fails (Database._commit_group)
+    except Exception as error:  # noqa: BLE001 - raised in the write's own thread (WriteQueue.run)
+        conn.execute("ROLLBACK TO grouped_write")
+        write.error = error
+    conn.execute("RELEASE grouped_write")
 
 
 def _one_off(conn: sqlite3.Connection, storage: FileWatch) -> Iterator[sqlite3.Connection]:

@@ -336,7 +336,11 @@ def test_a_hanging_receiver_holds_up_no_other_webhook_and_each_has_one_request_i
         db_path, repo, receivers, deliverers):
     stuck, fast = receivers(mode="hang"), receivers()
     deliverers(repo, hook("stuck", stuck), hook("fast", fast), **PATIENT)
-    write_history(repo, 10)
+    write_history(repo, 1)
+    # The stuck webhook's first request hangs before the rest of the history is written: what follows is
+    # delivered to the fast one while it hangs.
+    wait_until(lambda: stuck.hanging == 1, timeout=4, what="the stuck webhook's first request")
+    write_history(repo, 9)
     events = stored_events(db_path)
 
     fast.wait_for(len(events), timeout=4)  # well within the stuck request's 5 s timeout

@@ -1,0 +1,249 @@
+"""The write queue on its own: which writes go into one group, which thread runs it, who gets which outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from deployapi.repository.group_commit import TimedOut, WriteQueue
+
+WAIT = 5  # seconds: the longest any step below may take before the test fails
+
+
+class Recorder:
+    """A commit_group that records each group (as the writes' labels), runs it, and can be held at a gate."""
+
+    def __init__(self):
+        self.groups: list[list[str]] = []
+        self.threads: list[int] = []
+        self.gates: dict[str, threading.Event] = {}  # a group that holds this label waits here first
+        self.entered = threading.Event()
+
+    def __call__(self, group):
+        labels = [write.operation.label for write in group]
+        self.groups.append(labels)
+        self.threads.append(threading.get_ident())
+        self.entered.set()
+        for label in labels:
+            if label in self.gates:
+                assert self.gates[label].wait(WAIT)
+        for write in group:
+            try:
+                write.result = write.operation(None)
+            except Exception as error:  # the outcome under test, raised in the write's own thread
+                write.error = error
+
+
+def labelled(label, result=None, error=None):
+    def operation(conn):
+        if error is not None:
+            raise error
+        return result if result is not None else label
+    operation.label = label
+    return operation
+
+
+def submit(queue, operation, outcomes, deadline=WAIT):
+    """Run ``operation`` through the queue on a thread of its own; its outcome lands in ``outcomes``."""
+    def run():
+        try:
+            outcomes[operation.label] = ("ok", queue.run(operation, time.monotonic(), time.monotonic() + deadline,
+                                                        time.monotonic), threading.get_ident())
+        except BaseException as error:  # noqa: BLE001 - recorded for the test to look at
+            outcomes[operation.label] = ("error", error, threading.get_ident())
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_until(condition):
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_a_write_alone_runs_at_once_as_a_group_of_one_on_its_own_thread():
+    recorder = Recorder()
+    queue = WriteQueue(recorder)
+    assert queue.run(labelled("a", 42), time.monotonic(), time.monotonic() + WAIT, time.monotonic) == 42
+    assert recorder.groups == [["a"]] and recorder.threads == [threading.get_ident()]
+    assert queue.waiting() == 0
+
+
+def test_writes_that_queue_while_a_group_runs_are_the_next_group_led_by_the_first_of_them():
+    recorder = Recorder()
+    queue = WriteQueue(recorder)
+    recorder.gates["a"] = threading.Event()
+    outcomes = {}
+    threads = [submit(queue, labelled("a"), outcomes)]
+    assert recorder.entered.wait(WAIT)
+    for queued, label in enumerate("bcd", start=1):
+        threads.append(submit(queue, labelled(label), outcomes))
+        wait_until(lambda queued=queued: queue.waiting() == queued)
+    recorder.gates["a"].set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert recorder.groups == [["a"], ["b", "c", "d"]]
+    # Each thread got its own result; the second group ran on b's thread, the first to queue.
+    assert {label: outcome[:2] for label, outcome in outcomes.items()} == {
+        label: ("ok", label) for label in "abcd"}
+    assert recorder.threads == [outcomes["a"][2], outcomes["b"][2]]
+    assert queue.waiting() == 0
+
+
+def test_an_error_of_one_write_is_raised_in_its_own_thread_only():
+    recorder = Recorder()
+    queue = WriteQueue(recorder)
+    recorder.gates["a"] = threading.Event()
+    outcomes = {}
+    refusal = ValueError("refused")
+    threads = [submit(queue, labelled("a"), outcomes)]
+    assert recorder.entered.wait(WAIT)
+    threads.append(submit(queue, labelled("b", error=refusal), outcomes))
+    wait_until(lambda: queue.waiting() == 1)
+    threads.append(submit(queue, labelled("c"), outcomes))
+    wait_until(lambda: queue.waiting() == 2)
+    recorder.gates["a"].set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert recorder.groups == [["a"], ["b", "c"]]
+    assert outcomes["b"][:2] == ("error", refusal)
+    assert outcomes["a"][:2] == ("ok", "a") and outcomes["c"][:2] == ("ok", "c")
+
+
+def test_a_write_still_waiting_at_its_deadline_leaves_the_queue_and_is_in_no_group():
+    recorder = Recorder()
+    queue = WriteQueue(recorder)
+    recorder.gates["a"] = threading.Event()
+    outcomes = {}
+    threads = [submit(queue, labelled("a"), outcomes)]
+    assert recorder.entered.wait(WAIT)
+    threads.append(submit(queue, labelled("late"), outcomes, deadline=0.05))
+    threads[-1].join(WAIT)
+    assert outcomes["late"][0] == "error" and isinstance(outcomes["late"][1], TimedOut)
+    assert queue.waiting() == 0
+    threads.append(submit(queue, labelled("b"), outcomes))
+    wait_until(lambda: queue.waiting() == 1)
+    recorder.gates["a"].set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert recorder.groups == [["a"], ["b"]]
+    assert outcomes["b"][:2] == ("ok", "b")
+
+
+def test_a_write_whose_deadline_passes_while_its_group_runs_waits_for_its_outcome():
+    recorder = Recorder()
+    queue = WriteQueue(recorder)
+    recorder.gates["a"] = threading.Event()
+    recorder.gates["b"] = threading.Event()
+    outcomes = {}
+    threads = [submit(queue, labelled("a"), outcomes)]
+    assert recorder.entered.wait(WAIT)
+    threads.append(submit(queue, labelled("b"), outcomes))
+    wait_until(lambda: queue.waiting() == 1)
+    threads.append(submit(queue, labelled("c"), outcomes, deadline=1.0))
+    wait_until(lambda: queue.waiting() == 2)
+    recorder.gates["a"].set()
+    wait_until(lambda: len(recorder.groups) == 2)  # b and c taken, held at b's gate past c's deadline
+    time.sleep(1.1)
+    recorder.gates["b"].set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert recorder.groups == [["a"], ["b", "c"]]
+    assert outcomes["c"][:2] == ("ok", "c")
+
+
+def test_a_group_that_is_interrupted_fails_its_writes_and_hands_the_lead_on():
+    calls = []
+
+    def commit_group(group):
+        calls.append([write.operation.label for write in group])
+        if len(calls) == 1:
+            gate.wait(WAIT)
+            raise KeyboardInterrupt  # as an interruption of the leading thread would
+        for write in group:
+            write.result = write.operation(None)
+
+    gate = threading.Event()
+    queue = WriteQueue(commit_group)
+    outcomes = {}
+    threads = [submit(queue, labelled("a"), outcomes)]
+    wait_until(lambda: calls)
+    threads.append(submit(queue, labelled("b"), outcomes))
+    wait_until(lambda: queue.waiting() == 1)
+    gate.set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert isinstance(outcomes["a"][1], KeyboardInterrupt)
+    assert outcomes["b"][:2] == ("ok", "b")
+    assert calls == [["a"], ["b"]]
+
+
+def test_a_write_of_an_interrupted_group_that_never_ran_is_told_so():
+    gate = threading.Event()
+    calls = []
+
+    def commit_group(group):
+        calls.append([write.operation.label for write in group])
+        if len(calls) == 1:
+            gate.wait(WAIT)  # holds the lead until b and c have queued
+            group[0].result = "a"
+            return
+        group[0].result = group[0].operation(None)
+        raise KeyboardInterrupt  # before c's turn
+
+    queue = WriteQueue(commit_group)
+    outcomes = {}
+    threads = [submit(queue, labelled("a"), outcomes)]
+    wait_until(lambda: calls)
+    threads.append(submit(queue, labelled("b"), outcomes))
+    wait_until(lambda: queue.waiting() == 1)
+    threads.append(submit(queue, labelled("c"), outcomes))
+    wait_until(lambda: queue.waiting() == 2)
+    gate.set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert calls == [["a"], ["b", "c"]]
+    assert outcomes["a"][:2] == ("ok", "a")
+    assert outcomes["b"][0] == "error" and isinstance(outcomes["b"][1], KeyboardInterrupt)  # b's thread led
+    assert outcomes["c"][0] == "error" and isinstance(outcomes["c"][1], RuntimeError)
+    assert "not run" in str(outcomes["c"][1])
+
+
+@pytest.mark.parametrize("writers", [2, 8])
+def test_every_write_of_many_threads_runs_exactly_once(writers):
+    ran = []
+    lock = threading.Lock()
+
+    def commit_group(group):
+        for write in group:
+            write.result = write.operation(None)
+
+    queue = WriteQueue(commit_group)
+
+    def operation_for(label):
+        def operation(conn):
+            with lock:
+                ran.append(label)
+            return label
+        return operation
+
+    results = {}
+
+    def writer(n):
+        for i in range(200):
+            label = (n, i)
+            results[label] = queue.run(operation_for(label), time.monotonic(), time.monotonic() + WAIT,
+                                       time.monotonic)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(ran) == sorted(results) and len(ran) == writers * 200
+    assert all(results[label] == label for label in results)
+    assert queue.waiting() == 0
