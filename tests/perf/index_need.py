@@ -27,6 +27,7 @@ import re
 import sqlite3
 import statistics
 import time
+from datetime import datetime, timedelta, timezone
 
 from deployapi.insights import IN_FLIGHT_SHOWN
 from deployapi.listing import ListQuery
@@ -41,27 +42,43 @@ EPOCH = "2020-01-01 00:00:00"
 RARE_SERVICE = f"svc-{SERVICES - 1:02d}"
 
 
-def cases() -> list[tuple[str, str, tuple[str, list[object]]]]:
+def cases(rows: int) -> list[tuple[str, str, tuple[str, list[object]]]]:
+    """Each index with the queries it serves: a common value and a rare one, since a plan without the index
+    either sorts every match (worst for a common value) or reads the table in listing order until the page is
+    full (worst for a rare one)."""
     def page(**filters):
         return listing_sql(ListQuery(limit=50, **filters))
+
+    def at(minutes: float) -> str:
+        return (datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes)).strftime(
+            "%Y-%m-%dT%H:%M:%S.000000Z")
+
+    rare = RARE_SERVICE
     return [
         ("deployments_newest_first", "no filter", page()),
-        ("deployments_by_service", f"service={RARE_SERVICE}", page(service=RARE_SERVICE)),
-        ("deployments_by_environment", "environment=sandbox", page(environment="sandbox")),
-        ("deployments_by_status", "status=cancelled", page(status="cancelled")),
-        ("deployments_by_service_environment", f"service={RARE_SERVICE}&environment=sandbox",
-         page(service=RARE_SERVICE, environment="sandbox")),
-        ("deployments_by_service_status", "service=svc-00&status=cancelled", page(service="svc-00", status="cancelled")),
-        ("deployments_by_environment_status", "environment=production&status=cancelled",
-         page(environment="production", status="cancelled")),
-        ("deployments_by_service_environment_status", "service=svc-00&environment=production&status=started",
-         page(service="svc-00", environment="production", status="started")),
-        ("deployments_by_requester", "requester=user-199@example.com", page(requester="user-199@example.com")),
-        ("deployments_by_version", "version=svc-07-1234", page(version="svc-07-1234")),
-        ("deployments_by_commit_sha", "commit_sha=abc12 (a prefix)", page(commit_sha="abc12")),
-        ("deployments_by_updated", "updated in one narrow hour",
-         listing_sql(ListQuery(limit=50, updated_after="2020-01-03T00:00:00.000000Z",
-                               updated_before="2020-01-03T01:00:00.000000Z"), updated_range_is_narrow=True)),
+        ("deployments_by_service", "service=svc-00 (2.7 %)", page(service="svc-00")),
+        ("deployments_by_service", f"service={rare} (0.1 %)", page(service=rare)),
+        ("deployments_by_environment", "environment=staging (60 %)", page(environment="staging")),
+        ("deployments_by_environment", "environment=sandbox (0.1 %)", page(environment="sandbox")),
+        ("deployments_by_status", "status=succeeded (70 %)", page(status="succeeded")),
+        ("deployments_by_status", "status=cancelled (0.01 %)", page(status="cancelled")),
+        ("deployments_by_service_environment", "svc-00, staging", page(service="svc-00", environment="staging")),
+        ("deployments_by_service_environment", f"{rare}, sandbox", page(service=rare, environment="sandbox")),
+        ("deployments_by_service_status", "svc-00, succeeded", page(service="svc-00", status="succeeded")),
+        ("deployments_by_service_status", f"{rare}, failed", page(service=rare, status="failed")),
+        ("deployments_by_environment_status", "staging, succeeded", page(environment="staging", status="succeeded")),
+        ("deployments_by_environment_status", "sandbox, started", page(environment="sandbox", status="started")),
+        ("deployments_by_service_environment_status", "svc-00, staging, succeeded",
+         page(service="svc-00", environment="staging", status="succeeded")),
+        ("deployments_by_service_environment_status", f"{rare}, production, failed",
+         page(service=rare, environment="production", status="failed")),
+        ("deployments_by_requester", "user-000 (10 %)", page(requester="user-000@example.com")),
+        ("deployments_by_requester", "user-199 (0.25 %)", page(requester="user-199@example.com")),
+        ("deployments_by_version", "one version", page(version="svc-07-1234")),
+        ("deployments_by_commit_sha", "a commit prefix", page(commit_sha="abc12")),
+        ("deployments_by_updated", "updated in 20 recent minutes (~20 rows)",
+         listing_sql(ListQuery(limit=50, updated_after=at(rows - 45), updated_before=at(rows - 25)),
+                     updated_range_is_narrow=True)),
         ("deployments_by_service_environment_status_updated", "GET /environments",
          (ENVIRONMENTS_SQL, [None, None, IN_FLIGHT_SHOWN])),
     ]
@@ -143,7 +160,7 @@ def main() -> None:
     print("| index | the query it serves (first page of 50) | with it: ms / VM steps | plan without it |"
           " without it: ms / VM steps |")
     print("|---|---|---|---|---|")
-    for index, served, statement in cases():
+    for index, served, statement in cases(args.rows):
         _, with_ms, with_steps = measure(conn, statement)
         conn.execute("BEGIN")
         conn.execute(f"DROP INDEX {index}")
