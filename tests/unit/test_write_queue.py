@@ -73,87 +73,77 @@ def test_a_write_alone_runs_at_once_as_a_group_of_one_on_its_own_thread():
     assert queue.waiting() == 0
 
 
+class HeldQueue:
+    """A queue whose first write, "a", is held inside its group until release(): what queues meanwhile is the next."""
+
+    def __init__(self):
+        self.recorder = Recorder()
+        self.queue = WriteQueue(self.recorder)
+        self.recorder.gates["a"] = threading.Event()
+        self.outcomes = {}
+        self.threads = [submit(self.queue, labelled("a"), self.outcomes)]
+        assert self.recorder.entered.wait(WAIT)
+
+    def queue_behind(self, operation, deadline=WAIT):
+        """Submit ``operation`` and wait until it has queued."""
+        waiting = self.queue.waiting()
+        self.threads.append(submit(self.queue, operation, self.outcomes, deadline))
+        wait_until(lambda: self.queue.waiting() == waiting + 1)
+
+    def release(self):
+        self.recorder.gates["a"].set()
+        for thread in self.threads:
+            thread.join(WAIT)
+
+
 def test_writes_that_queue_while_a_group_runs_are_the_next_group_led_by_the_first_of_them():
-    recorder = Recorder()
-    queue = WriteQueue(recorder)
-    recorder.gates["a"] = threading.Event()
-    outcomes = {}
-    threads = [submit(queue, labelled("a"), outcomes)]
-    assert recorder.entered.wait(WAIT)
-    for queued, label in enumerate("bcd", start=1):
-        threads.append(submit(queue, labelled(label), outcomes))
-        wait_until(lambda queued=queued: queue.waiting() == queued)
-    recorder.gates["a"].set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert recorder.groups == [["a"], ["b", "c", "d"]]
+    held = HeldQueue()
+    for label in "bcd":
+        held.queue_behind(labelled(label))
+    held.release()
+    assert held.recorder.groups == [["a"], ["b", "c", "d"]]
     # Each thread got its own result; the second group ran on b's thread, the first to queue.
-    assert {label: outcome[:2] for label, outcome in outcomes.items()} == {
+    assert {label: outcome[:2] for label, outcome in held.outcomes.items()} == {
         label: ("ok", label) for label in "abcd"}
-    assert recorder.threads == [outcomes["a"][2], outcomes["b"][2]]
-    assert queue.waiting() == 0
+    assert held.recorder.threads == [held.outcomes["a"][2], held.outcomes["b"][2]]
+    assert held.queue.waiting() == 0
 
 
 def test_an_error_of_one_write_is_raised_in_its_own_thread_only():
-    recorder = Recorder()
-    queue = WriteQueue(recorder)
-    recorder.gates["a"] = threading.Event()
-    outcomes = {}
+    held = HeldQueue()
     refusal = ValueError("refused")
-    threads = [submit(queue, labelled("a"), outcomes)]
-    assert recorder.entered.wait(WAIT)
-    threads.append(submit(queue, labelled("b", error=refusal), outcomes))
-    wait_until(lambda: queue.waiting() == 1)
-    threads.append(submit(queue, labelled("c"), outcomes))
-    wait_until(lambda: queue.waiting() == 2)
-    recorder.gates["a"].set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert recorder.groups == [["a"], ["b", "c"]]
-    assert outcomes["b"][:2] == ("error", refusal)
-    assert outcomes["a"][:2] == ("ok", "a") and outcomes["c"][:2] == ("ok", "c")
+    held.queue_behind(labelled("b", error=refusal))
+    held.queue_behind(labelled("c"))
+    held.release()
+    assert held.recorder.groups == [["a"], ["b", "c"]]
+    assert held.outcomes["b"][:2] == ("error", refusal)
+    assert held.outcomes["a"][:2] == ("ok", "a") and held.outcomes["c"][:2] == ("ok", "c")
 
 
 def test_a_write_still_waiting_at_its_deadline_leaves_the_queue_and_is_in_no_group():
-    recorder = Recorder()
-    queue = WriteQueue(recorder)
-    recorder.gates["a"] = threading.Event()
-    outcomes = {}
-    threads = [submit(queue, labelled("a"), outcomes)]
-    assert recorder.entered.wait(WAIT)
-    threads.append(submit(queue, labelled("late"), outcomes, deadline=0.05))
-    threads[-1].join(WAIT)
-    assert outcomes["late"][0] == "error" and isinstance(outcomes["late"][1], TimedOut)
-    assert queue.waiting() == 0
-    threads.append(submit(queue, labelled("b"), outcomes))
-    wait_until(lambda: queue.waiting() == 1)
-    recorder.gates["a"].set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert recorder.groups == [["a"], ["b"]]
-    assert outcomes["b"][:2] == ("ok", "b")
+    held = HeldQueue()
+    late = submit(held.queue, labelled("late"), held.outcomes, deadline=0.05)
+    late.join(WAIT)
+    assert held.outcomes["late"][0] == "error" and isinstance(held.outcomes["late"][1], TimedOut)
+    assert held.queue.waiting() == 0
+    held.queue_behind(labelled("b"))
+    held.release()
+    assert held.recorder.groups == [["a"], ["b"]]
+    assert held.outcomes["b"][:2] == ("ok", "b")
 
 
 def test_a_write_whose_deadline_passes_while_its_group_runs_waits_for_its_outcome():
-    recorder = Recorder()
-    queue = WriteQueue(recorder)
-    recorder.gates["a"] = threading.Event()
-    recorder.gates["b"] = threading.Event()
-    outcomes = {}
-    threads = [submit(queue, labelled("a"), outcomes)]
-    assert recorder.entered.wait(WAIT)
-    threads.append(submit(queue, labelled("b"), outcomes))
-    wait_until(lambda: queue.waiting() == 1)
-    threads.append(submit(queue, labelled("c"), outcomes, deadline=1.0))
-    wait_until(lambda: queue.waiting() == 2)
-    recorder.gates["a"].set()
-    wait_until(lambda: len(recorder.groups) == 2)  # b and c taken, held at b's gate past c's deadline
+    held = HeldQueue()
+    held.recorder.gates["b"] = threading.Event()
+    held.queue_behind(labelled("b"))
+    held.queue_behind(labelled("c"), deadline=1.0)
+    held.recorder.gates["a"].set()
+    wait_until(lambda: len(held.recorder.groups) == 2)  # b and c taken, held at b's gate past c's deadline
     time.sleep(1.1)
-    recorder.gates["b"].set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert recorder.groups == [["a"], ["b", "c"]]
-    assert outcomes["c"][:2] == ("ok", "c")
+    held.recorder.gates["b"].set()
+    held.release()
+    assert held.recorder.groups == [["a"], ["b", "c"]]
+    assert held.outcomes["c"][:2] == ("ok", "c")
 
 
 def test_a_group_that_is_interrupted_fails_its_writes_and_hands_the_lead_on():
