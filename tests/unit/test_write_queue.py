@@ -19,6 +19,8 @@ class Recorder:
         self.groups: list[list[str]] = []
         self.threads: list[int] = []
         self.gates: dict[str, threading.Event] = {}  # a group that holds this label waits here first
+        # Group number -> how many of its writes run before the leading thread is interrupted.
+        self.interrupt: dict[int, int] = {}
         self.entered = threading.Event()
 
     def __call__(self, group):
@@ -29,7 +31,9 @@ class Recorder:
         for label in labels:
             if label in self.gates:
                 assert self.gates[label].wait(WAIT)
-        for write in group:
+        for number, write in enumerate(group):
+            if self.interrupt.get(len(self.groups) - 1) == number:
+                raise KeyboardInterrupt  # as an interruption of the leading thread would
             try:
                 write.result = write.operation(None)
             except Exception as error:  # the outcome under test, raised in the write's own thread
@@ -147,60 +151,26 @@ def test_a_write_whose_deadline_passes_while_its_group_runs_waits_for_its_outcom
 
 
 def test_a_group_that_is_interrupted_fails_its_writes_and_hands_the_lead_on():
-    calls = []
-
-    def commit_group(group):
-        calls.append([write.operation.label for write in group])
-        if len(calls) == 1:
-            gate.wait(WAIT)
-            raise KeyboardInterrupt  # as an interruption of the leading thread would
-        for write in group:
-            write.result = write.operation(None)
-
-    gate = threading.Event()
-    queue = WriteQueue(commit_group)
-    outcomes = {}
-    threads = [submit(queue, labelled("a"), outcomes)]
-    wait_until(lambda: calls)
-    threads.append(submit(queue, labelled("b"), outcomes))
-    wait_until(lambda: queue.waiting() == 1)
-    gate.set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert isinstance(outcomes["a"][1], KeyboardInterrupt)
-    assert outcomes["b"][:2] == ("ok", "b")
-    assert calls == [["a"], ["b"]]
+    held = HeldQueue()
+    held.recorder.interrupt[0] = 0
+    held.queue_behind(labelled("b"))
+    held.release()
+    assert isinstance(held.outcomes["a"][1], KeyboardInterrupt)
+    assert held.outcomes["b"][:2] == ("ok", "b")
+    assert held.recorder.groups == [["a"], ["b"]]
 
 
 def test_a_write_of_an_interrupted_group_that_never_ran_is_told_so():
-    gate = threading.Event()
-    calls = []
-
-    def commit_group(group):
-        calls.append([write.operation.label for write in group])
-        if len(calls) == 1:
-            gate.wait(WAIT)  # holds the lead until b and c have queued
-            group[0].result = "a"
-            return
-        group[0].result = group[0].operation(None)
-        raise KeyboardInterrupt  # before c's turn
-
-    queue = WriteQueue(commit_group)
-    outcomes = {}
-    threads = [submit(queue, labelled("a"), outcomes)]
-    wait_until(lambda: calls)
-    threads.append(submit(queue, labelled("b"), outcomes))
-    wait_until(lambda: queue.waiting() == 1)
-    threads.append(submit(queue, labelled("c"), outcomes))
-    wait_until(lambda: queue.waiting() == 2)
-    gate.set()
-    for thread in threads:
-        thread.join(WAIT)
-    assert calls == [["a"], ["b", "c"]]
-    assert outcomes["a"][:2] == ("ok", "a")
-    assert outcomes["b"][0] == "error" and isinstance(outcomes["b"][1], KeyboardInterrupt)  # b's thread led
-    assert outcomes["c"][0] == "error" and isinstance(outcomes["c"][1], RuntimeError)
-    assert "not run" in str(outcomes["c"][1])
+    held = HeldQueue()
+    held.recorder.interrupt[1] = 1  # b's group: b runs, then the interruption, before c's turn
+    held.queue_behind(labelled("b"))
+    held.queue_behind(labelled("c"))
+    held.release()
+    assert held.recorder.groups == [["a"], ["b", "c"]]
+    assert held.outcomes["a"][:2] == ("ok", "a")
+    assert held.outcomes["b"][0] == "error" and isinstance(held.outcomes["b"][1], KeyboardInterrupt)  # b's thread led
+    assert held.outcomes["c"][0] == "error" and isinstance(held.outcomes["c"][1], RuntimeError)
+    assert "not run" in str(held.outcomes["c"][1])
 
 
 @pytest.mark.parametrize("writers", [2, 8])
