@@ -118,11 +118,6 @@ class WriteStats:
             self._refusals[busy.reason] += 1
         return busy
 
-    def withdraw(self, busy: DatabaseBusy) -> None:
-        """Uncount ``busy``: the refusal of a group of writes, each of which then ran alone and is counted itself."""
-        with self._lock:
-            self._refusals[busy.reason] -= 1
-
     def snapshot(self) -> tuple[HistogramSnapshot, dict[str, int]]:
         """The wait histogram, and the refusals by reason."""
         with self._lock:
@@ -457,7 +452,7 @@ class Database:
         """
         started = self._before_write()
         try:
-            with self._locked_transaction((started,), durable=durable) as conn:
+            with self._locked_transaction(started, durable=durable, on_locked=self._waited_since(started)) as conn:
                 yield conn
         finally:
             if self._writer_slots is not None:
@@ -472,7 +467,8 @@ class Database:
         changes.  Should the transaction itself fail (an SQLite error, a
         storage fault, the commit), every write of the group runs again in a
         transaction of its own, so none is answered from a group that was not
-        committed.  ``operation`` may be run more than once for that reason,
+        committed; should no lock come within the busy timeout of its oldest
+        write, every write of the group is refused.  ``operation`` may be run more than once for that reason,
         and on another thread: it must do nothing but its work on ``conn``.
 
         :raises DatabaseReadOnly, DatabaseBusy, StorageFault: as :meth:`_write`.
@@ -490,22 +486,46 @@ class Database:
     def _commit_group(self, group: list[QueuedWrite]) -> None:
         """Run and commit ``group`` (on the thread leading the write queue), setting every write's outcome."""
         if len(group) > 1:
+            locked_at: list[float] = []
             try:
-                with self._locked_transaction(tuple(write.started for write in group)) as conn:
+                oldest = min(write.started for write in group)
+                with self._locked_transaction(oldest, on_locked=locked_at.append) as conn:
                     for write in group:
                         _run_in_savepoint(conn, write)
-                return
-            except Exception as error:  # noqa: BLE001 - each write, run on its own below, meets its own error
-                if isinstance(error, DatabaseBusy):
-                    self.write_stats.withdraw(error)
+            except DatabaseBusy as busy:
+                # No lock within the oldest write's busy timeout: nothing ran.  Each write is refused
+                # (and counted) now rather than run again, which would keep this thread waiting for
+                # the later deadlines of the others too.
                 for write in group:
                     write.reset()
+                    write.error = busy if write is group[0] else self.write_stats.refused(
+                        DatabaseBusy(str(busy), busy.reason))
+                return
+            except Exception:  # noqa: BLE001 - each write, run on its own below, meets its own error
+                for write in group:
+                    write.reset()
+            except BaseException:
+                for write in group:  # rolled back: no write may report the result of its run
+                    write.reset()
+                raise
+            else:
+                for write in group:
+                    self.write_stats.waited(locked_at[0] - write.started)
+                return
         for write in group:
             try:
-                with self._locked_transaction((write.started,)) as conn:
+                with self._locked_transaction(write.started, on_locked=self._waited_since(write.started)) as conn:
                     write.result = write.operation(conn)
             except Exception as error:  # noqa: BLE001 - raised in the write's own thread (WriteQueue.run)
+                write.reset()
                 write.error = error
+            except BaseException:
+                write.reset()
+                raise
+
+    def _waited_since(self, started: float) -> Callable[[float], None]:
+        """What _locked_transaction calls once the locks are taken: the wait of a write that began at ``started``."""
+        return lambda locked: self.write_stats.waited(locked - started)
 
     def _before_write(self) -> float:
         """What every write does before it waits: refuse a read-only or damaged database, take a writer slot.
@@ -521,12 +541,12 @@ class Database:
         return started
 
     @contextlib.contextmanager
-    def _locked_transaction(self, starts: tuple[float, ...], *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A transaction behind this process's write lock, for the writes that began waiting at ``starts``.
+    def _locked_transaction(self, started: float, *, durable: bool = True,
+                            on_locked: Callable[[float], None]) -> Iterator[sqlite3.Connection]:
+        """A transaction behind this process's write lock, waiting no longer than the busy timeout from ``started``.
 
-        It waits no longer than the busy timeout of the write that has waited longest.
+        ``on_locked`` is called with ``time.monotonic()`` once every lock is taken (for the write-wait histogram).
         """
-        started = min(starts)
         left = started + self._busy_timeout_ms / 1000 - time.monotonic()
         if not self._write_lock.acquire(timeout=max(left, 0)):
             raise self.write_stats.refused(DatabaseBusy(
@@ -545,9 +565,7 @@ class Database:
                             self._begin_in_turn, started=started)
                         with self._busy_errors(), _immediate(conn, began=self._stop_waiting, begin=begin):
                             # Under the write locks, SQLite's lock taken: all the waiting is over.
-                            now = time.monotonic()
-                            for start in starts:
-                                self.write_stats.waited(now - start)
+                            on_locked(time.monotonic())
                             yield conn
                             # Last, so that nothing is committed into a file nobody will open again.
                             self.storage.verify_path()

@@ -47,7 +47,7 @@ def queue_writes(repository: Repository, operations):
     def run(n, operation):
         try:
             outcomes[n] = ("ok", repository.write(operation))
-        except Exception as error:  # the outcome under test
+        except BaseException as error:  # noqa: BLE001 - the outcome under test, SystemExit included
             outcomes[n] = ("error", error)
 
     threads = []
@@ -123,6 +123,8 @@ def test_when_the_transaction_of_a_group_fails_every_write_runs_again_alone(repo
     # In the group (first, broken; last never reached), then each alone.
     assert ran == ["first", "broken", "first", "broken", "last"]
     assert versions(repo) == ["held", "first", "last"]
+    # Each write's wait counted once (the held write's, then each run alone), not again for the failed group.
+    assert repo.write_stats.snapshot()[0].count == 4
     assert check_database(repo.db_path).ok
 
 
@@ -160,8 +162,25 @@ def test_writes_judged_against_a_group_that_was_not_committed_are_judged_again(r
     assert carol_refused == [1]  # in the group
 
 
-def test_a_group_refused_for_want_of_the_lock_counts_one_refusal_per_write(tmp_path):
-    repository = Repository(tmp_path / "busy.db", busy_timeout_ms=150, clock=StepClock())
+def test_an_interrupted_group_reports_no_write_of_it_as_done(repo):
+    def interrupted(tx):
+        tx.create_deployment(new_deployment(version="interrupted"))
+        raise SystemExit  # as an interruption of the leading thread would
+
+    with HeldWrite(repo):
+        threads, outcomes = queue_writes(repo, [creating("first"), creating("second"), interrupted])
+    finish(threads)
+    assert outcomes[0][0] == "error" and isinstance(outcomes[0][1], SystemExit)  # the leading thread
+    for n in (1, 2):  # "second" had run in its savepoint: it must not report that run
+        assert outcomes[n][0] == "error" and isinstance(outcomes[n][1], RuntimeError), outcomes[n]
+    assert versions(repo) == ["held"]
+
+
+def test_a_group_that_gets_no_lock_in_time_is_refused_at_its_oldest_write_s_deadline(tmp_path):
+    # busy timeout 0.4 s; "a" leads alone and is refused at 0.4 s; "b" (queued at 0) and "c"
+    # (queued at 0.25 s) then form a group, refused at b's deadline: b's thread, which leads
+    # it, is not kept waiting for c's deadline as well.
+    repository = Repository(tmp_path / "busy.db", busy_timeout_ms=400, clock=StepClock())
     inside, release = threading.Event(), threading.Event()
 
     def holder():
@@ -172,23 +191,33 @@ def test_a_group_refused_for_want_of_the_lock_counts_one_refusal_per_write(tmp_p
 
     holding = threading.Thread(target=holder)
     holding.start()
+    outcomes: dict[str, tuple[object, float]] = {}
+
+    def write(label):
+        started = time.monotonic()
+        try:
+            result = repository.write(creating(label))
+        except Exception as error:  # the outcome under test
+            result = error
+        outcomes[label] = (result, time.monotonic() - started)
+
     try:
         assert inside.wait(WAIT)
-        outcomes: dict[int, object] = {}
-
-        def write(n):
-            try:
-                outcomes[n] = repository.write(creating(str(n)))
-            except Exception as error:  # the outcome under test
-                outcomes[n] = error
-
-        writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
-        for writer in writers:
-            writer.start()
-        for writer in writers:
+        writers = {label: threading.Thread(target=write, args=(label,)) for label in "abc"}
+        writers["a"].start()
+        deadline = time.monotonic() + WAIT
+        while repository._write_queue.waiting() or not repository._write_queue._leading:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        writers["b"].start()
+        time.sleep(0.25)
+        writers["c"].start()
+        for writer in writers.values():
             writer.join(WAIT)
-        assert all(isinstance(outcomes[n], DatabaseBusy) for n in range(3))
-        assert repository.write_stats.snapshot()[1]["process_queue"] == 3
+        assert all(isinstance(outcomes[label][0], DatabaseBusy) for label in "abc")
+        assert outcomes["b"][1] < 0.55  # its own busy timeout, not c's deadline (0.65 s) too
+        waits, refused = repository.write_stats.snapshot()
+        assert refused["process_queue"] == 3 and waits.count == 1  # the holder's own wait only
     finally:
         release.set()
         holding.join(WAIT)
