@@ -467,9 +467,10 @@ class Database:
         changes.  Should the transaction itself fail (an SQLite error, a
         storage fault, the commit), every write of the group runs again in a
         transaction of its own, so none is answered from a group that was not
-        committed; should no lock come within the busy timeout of its oldest
-        write, every write of the group is refused.  ``operation`` may be run more than once for that reason,
-        and on another thread: it must do nothing but its work on ``conn``.
+        committed: ``operation`` may be run more than once, and on another
+        thread, so it must do nothing but its work on ``conn``.  Should no lock
+        come within the busy timeout of the group's oldest write, every write of
+        the group is refused.
 
         :raises DatabaseReadOnly, DatabaseBusy, StorageFault: as :meth:`_write`.
         """
@@ -477,8 +478,7 @@ class Database:
         try:
             return self._write_queue.run(operation, started, started + self._busy_timeout_ms / 1000, time.monotonic)
         except TimedOut:
-            raise self.write_stats.refused(DatabaseBusy(
-                "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE)) from None
+            raise self._behind_this_process() from None
         finally:
             if self._writer_slots is not None:
                 self._writer_slots.give_back()
@@ -523,6 +523,11 @@ class Database:
                 write.reset()
                 raise
 
+    def _behind_this_process(self) -> DatabaseBusy:
+        """The refusal of a write that other writes of this process kept waiting past the busy timeout (counted)."""
+        return self.write_stats.refused(DatabaseBusy(
+            "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
+
     def _waited_since(self, started: float) -> Callable[[float], None]:
         """What _locked_transaction calls once the locks are taken: the wait of a write that began at ``started``."""
         return lambda locked: self.write_stats.waited(locked - started)
@@ -549,8 +554,7 @@ class Database:
         """
         left = started + self._busy_timeout_ms / 1000 - time.monotonic()
         if not self._write_lock.acquire(timeout=max(left, 0)):
-            raise self.write_stats.refused(DatabaseBusy(
-                "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
+            raise self._behind_this_process()
         try:
             self._take_process_lock(started)
             try:
@@ -653,8 +657,7 @@ class Database:
                     f"for over {STUCK_WRITE_SECONDS} s", BUSY_WRITERS_STUCK))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self.write_stats.refused(DatabaseBusy(
-                    "other writes of this process held the database past the busy timeout", BUSY_PROCESS_QUEUE))
+                raise self._behind_this_process()
             if self._writer_slots.take(timeout=min(remaining, STUCK_WRITE_SECONDS / 5)):
                 return
 

@@ -80,8 +80,7 @@ class Repository(Database):
         """
         with self._write() as conn:
             yield WriteTransaction(conn, self._clock)
-        for listener in self._commit_listeners:
-            listener()
+        self._committed()
 
     def write(self, operation: Callable[[WriteTransaction], T]) -> T:
         """``operation`` in a write transaction, committed with the writes other threads make at the same time.
@@ -97,9 +96,12 @@ class Repository(Database):
         :raises DatabaseBusy: the database stayed locked past the busy timeout.
         """
         result = self._write_grouped(lambda conn: operation(WriteTransaction(conn, self._clock)))
+        self._committed()
+        return result
+
+    def _committed(self) -> None:
         for listener in self._commit_listeners:
             listener()
-        return result
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the writing thread, so it must be quick) after each committed transaction() or write().
