@@ -302,7 +302,7 @@ def create_app(
         # nothing is registered: a replica delivers nothing, and GET /webhooks shows the copy's positions.
         try:
             Deliveries(repository).register([hook.name for hook in hooks], format_timestamp(clock()))
-            repository.release_thread_connection()
+            repository.release_connections()
         except BaseException:
             repository.close()
             raise

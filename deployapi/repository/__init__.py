@@ -2,7 +2,7 @@
 
 A package by job; everything callers use is importable from here:
 
-- ``connections``: per-thread connections, ``BEGIN IMMEDIATE`` transactions,
+- ``connections``: per-thread connections for reads, one for writes, ``BEGIN IMMEDIATE`` transactions,
   writer slots, storage-error mapping (:class:`Database`);
 - ``group_commit``: the queue whose writes are committed together (``Repository.write``);
 - ``schema``: schema.sql, its versions and migrations;

@@ -194,9 +194,9 @@ class Database:
         # The writes of Repository.write() queue here and are committed in groups (group_commit.py).
         self._write_queue = WriteQueue(self._commit_group)
         self._max_writers = max_writers
-        # One connection per thread that uses the repository, opened on its
-        # first call and kept for the next: no pool lock and no set-up per
-        # request.  Each is closed by close(), or when its thread ends.
+        # One connection per thread that reads, opened on its first call and
+        # kept for the next: no pool lock and no set-up per request.  Each is
+        # closed by close(), or when its thread ends.  The writes share one.
         self._local = threading.local()
         self._threads: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._threads_lock = threading.Lock()
@@ -206,6 +206,10 @@ class Database:
         # are still kept apart by BEGIN IMMEDIATE and the busy timeout, and
         # first by the process lock when they take it too.
         self._write_lock = threading.Lock()
+        # The connection the writes run on, under _write_lock (_writer_connection).
+        self._writer: _ThreadConnection | None = None
+        # The writes' connection last discarded, open until its replacement is (_discard).
+        self._retired_writer: _ThreadConnection | None = None
         # When the write holding _write_lock began waiting in BEGIN IMMEDIATE
         # for SQLite's lock, while it still waits (None otherwise).
         self._sqlite_lock_wait_since: float | None = None
@@ -359,17 +363,45 @@ class Database:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, kept between calls; discarded after an SQLite error."""
+        """This thread's connection for reads, kept between calls; discarded after an SQLite error."""
         if self._closed:
             raise DatabaseError("the repository is closed")
         held = getattr(self._local, "connection", None)
         if held is not None and held.in_use:
             # A call made while this thread's connection is busy (a read
-            # inside a write's transaction) gets a connection of its own.
+            # inside another) gets a connection of its own.
             yield from _one_off(self._open_for_request(), self.storage)
             return
         if held is None or held.pid != os.getpid():
             held = self._local.connection = self._keep(self._open_for_request())
+        with self._using(held) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _writer_connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection every write of this process runs on, whichever thread writes (only under _write_lock).
+
+        One connection for the writes rather than each thread's own: SQLite
+        drops a connection's page cache whenever another connection has written
+        since its last transaction, so writes taking turns on the connections
+        of four threads read most pages they change again from the file (about
+        forty reads a create), while the one connection that wrote last finds
+        them all still cached (docs/performance.md).
+        """
+        if self._closed:
+            raise DatabaseError("the repository is closed")
+        held = self._writer
+        if held is None or held.pid != os.getpid():
+            held = self._writer = self._keep(self._open_for_request())
+            if self._retired_writer is not None:
+                self._retired_writer, retired = None, self._retired_writer
+                retired.close()
+        with self._using(held) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _using(self, held: _ThreadConnection) -> Iterator[sqlite3.Connection]:
+        """``held``'s connection for one call; discarded after an SQLite error or an interrupted transaction."""
         held.in_use = True
         keep = False
         try:
@@ -419,19 +451,32 @@ class Database:
             self._threads.add(held)
         return held
 
-    def release_thread_connection(self) -> None:
-        """Close the calling thread's kept connection, if it has one: for a thread done with the database.
+    def release_connections(self) -> None:
+        """Close the calling thread's kept connection and the writes' connection, for a process about to fork.
 
         create_app writes at start-up (webhook positions) on the thread that builds the app, which is
-        often a server's master process about to fork its workers: none of them may inherit it.
+        often a server's master process about to fork its workers: none of them may inherit a connection.
         """
         held = getattr(self._local, "connection", None)
         if held is not None and not held.in_use:
             self._discard(held)
+        with self._write_lock:
+            for writer in (self._writer, self._retired_writer):
+                if writer is not None:
+                    writer.close()
+            self._writer = self._retired_writer = None
 
     def _discard(self, held: _ThreadConnection) -> None:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None
+        if self._writer is held and held.pid == os.getpid():
+            # Closed once the next write has opened its replacement, not now: it
+            # is often the last connection open on the file, and the last close
+            # checkpoints the -wal into the file and removes it.  After a full
+            # disk refused a write, the space that frees would let the health
+            # check's write probe pass, and the next write fail again.
+            self._writer, self._retired_writer = None, held
+            return
         held.close()
 
     @contextlib.contextmanager
@@ -558,7 +603,7 @@ class Database:
         try:
             self._take_process_lock(started)
             try:
-                with self._connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
+                with self._writer_connection() as conn, self._busy_wait_left(conn, started), self._storage_errors(), \
                         _synchronous(conn, durable):
                     try:
                         # With the process lock, the wait for SQLite's lock is a turn behind the
@@ -835,7 +880,7 @@ class _Slots:
 
 
 class _ThreadConnection:
-    """A thread's kept connection; closed when the thread ends and drops it, or by Database.close()."""
+    """A kept connection (a thread's, or the writes'): closed when its thread ends and drops it, or by close()."""
 
     def __init__(self, conn: sqlite3.Connection, close: Callable[[sqlite3.Connection], None]):
         self.conn = conn

@@ -66,8 +66,8 @@ class DeploymentNotFound(LookupError):
 class Repository(Database):
     """Deployments and their events in one SQLite file.
 
-    Thread-safe: each thread uses a connection of its own, opened on its first call.
-    Call :meth:`close` to close them all.
+    Thread-safe: each thread reads on a connection of its own, opened on its first call,
+    and the writes share one.  Call :meth:`close` to close them all.
     """
 
     _commit_listeners: tuple[Callable[[], None], ...] = ()

@@ -216,7 +216,8 @@ def test_a_database_at_an_older_schema_stops_the_start_up_unchanged(tmp_path, pr
     assert digest(old) == before
 
 
-def test_a_replica_with_two_workers_serves_refuses_writes_and_writes_nothing_at_its_stop(tmp_path, primary, start_server):
+def test_a_replica_with_two_workers_serves_refuses_writes_and_writes_nothing_at_its_stop(tmp_path, primary,
+                                                                                         start_server):
     # A cp'd WAL copy in a writable directory: a checkpoint at the stop would change the file's bytes.
     copy = tmp_path / "workers" / "deployapi.db"
     copy.parent.mkdir()

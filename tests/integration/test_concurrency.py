@@ -10,6 +10,7 @@ import pytest
 from builders import new_deployment
 
 from deployapi.lifecycle import ActionRequest, InvalidTransition
+from deployapi.listing import ListQuery
 from deployapi.repository import Repository
 
 RACERS = 16
@@ -101,12 +102,13 @@ class _CloseThenPause:
 def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db_path, third):
     # SQLite deletes the -wal when the last connection closes, and a
     # connection opened a moment later starts a new one.  Thread A's
-    # connection, the only one, closes as A ends; thread C opens one and
-    # writes (or runs the health check) during that close.  Neither may be taken for a -wal removed
+    # connection, the only one left once the writes' connection is let go,
+    # closes as A ends; thread C opens one and writes (or runs the health
+    # check) during that close.  Neither may be taken for a -wal removed
     # behind deployapi's back (a lasting fault: every write refused until
     # a restart).
     repo = Repository(db_path)
-    closed, go = threading.Event(), threading.Event()
+    closed, go, read, wrote = threading.Event(), threading.Event(), threading.Event(), threading.Event()
     real_open = repo._open
 
     def open_pausing_in_a(**options):
@@ -115,6 +117,11 @@ def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db
 
     repo._open = open_pausing_in_a
     outcomes = {}
+
+    def read_then_end():
+        repo.list_deployments(ListQuery())
+        read.set()
+        wrote.wait(timeout=5)
 
     def write(name):
         try:
@@ -127,9 +134,13 @@ def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db
             outcomes[name] = error
 
     try:
-        a = threading.Thread(target=write, args=("A",), name="A")
+        a = threading.Thread(target=read_then_end, name="A")
         a.start()
-        assert closed.wait(timeout=5)  # A wrote, ended, and its connection is closed: the -wal is gone
+        assert read.wait(timeout=5)
+        write("before")  # the -wal is known now, A's connection open
+        repo.release_connections()  # the writes' connection closed: A's is the last
+        wrote.set()
+        assert closed.wait(timeout=5)  # A ended, and its connection is closed: the -wal is gone
         c = threading.Thread(target=write, args=("C",), name="C")
         c.start()
         c.join(timeout=1)  # unless its opening waits for A's close to finish
@@ -137,7 +148,7 @@ def test_a_connection_closing_while_another_opens_is_not_taken_for_a_lost_wal(db
         for thread in (a, c):
             thread.join()
         write("after")
-        assert outcomes == dict.fromkeys(("A", "C", "after"), "pending_approval")
+        assert outcomes == dict.fromkeys(("before", "C", "after"), "pending_approval")
         assert repo.storage.fault is None
     finally:
         repo.close()
