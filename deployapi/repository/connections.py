@@ -64,6 +64,11 @@ WAL_AUTOCHECKPOINT_PAGES = 1000
 # size rather than keeping the largest size it ever reached (a long read holds
 # checkpoints back and lets the -wal grow past the interval meanwhile).
 JOURNAL_SIZE_LIMIT_BYTES = 8 * 2**20
+# The page cache of the writes' connection (_writer_connection), a quarter of
+# SQLite's default that every other connection keeps: the pages a write changes
+# are the same few edges of each B-tree, and the default would add its 2 MB to a
+# process's peak memory for the last few re-reads (docs/performance.md).
+WRITER_CACHE_KIB = 512
 # Window functions, row values and AS MATERIALIZED: what the queries below use.
 MIN_SQLITE = (3, 35, 0)
 
@@ -386,13 +391,14 @@ class Database:
         since its last transaction, so writes taking turns on the connections
         of four threads read most pages they change again from the file (about
         forty reads a create), while the one connection that wrote last finds
-        them all still cached (docs/performance.md).
+        most of them still cached (docs/performance.md).
         """
         if self._closed:
             raise DatabaseError("the repository is closed")
         held = self._writer
         if held is None or held.pid != os.getpid():
             held = self._writer = self._keep(self._open_for_request())
+            held.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             if self._retired_writer is not None:
                 self._retired_writer, retired = None, self._retired_writer
                 retired.close()
