@@ -731,16 +731,9 @@ class Database:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
 
-    @contextlib.contextmanager
-    def _storage_errors(self) -> Iterator[None]:
+    def _storage_errors(self) -> contextlib.AbstractContextManager[None]:
         """SQLite errors that mean the storage failed, as StorageFault (recorded, logged once)."""
-        try:
-            yield
-        except sqlite3.Error as error:
-            fault = self._storage_fault(error)
-            if fault is None:
-                raise
-            raise fault from error
+        return _errors_as(self._storage_fault)
 
     def _storage_fault(self, error: sqlite3.Error) -> StorageFault | None:
         """The StorageFault that ``error`` means, if it means the storage failed (recorded, logged once)."""
@@ -757,30 +750,23 @@ class Database:
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads, with its errors as _busy_errors and _storage_errors give them, in that order.
 
-        One layer for both rather than the two context managers: see _connection.
+        Written out rather than with _errors_as: one context manager fewer on every read (see _connection).
         """
         with self._connection() as conn:
             try:
                 yield conn
             except sqlite3.Error as error:
-                meant = self._busy_refusal(error) or self._storage_fault(error)
+                meant = _meaning(error, self._busy_refusal, self._storage_fault)
                 if meant is None:
                     raise
                 raise meant from error
 
-    @contextlib.contextmanager
-    def _busy_errors(self) -> Iterator[None]:
+    def _busy_errors(self) -> contextlib.AbstractContextManager[None]:
         """SQLite's "database is locked" (the busy timeout ran out) as DatabaseBusy, counted.
 
         :raises DatabaseBusy:
         """
-        try:
-            yield
-        except sqlite3.Error as error:
-            busy = self._busy_refusal(error)
-            if busy is None:
-                raise
-            raise busy from error
+        return _errors_as(self._busy_refusal)
 
     def _busy_refusal(self, error: sqlite3.Error) -> DatabaseBusy | None:
         """The DatabaseBusy (counted) that ``error`` means, if it is SQLite's "database is locked"."""
@@ -936,6 +922,27 @@ def _run_in_savepoint(conn: sqlite3.Connection, write: QueuedWrite) -> None:
         conn.execute("ROLLBACK TO grouped_write")
         write.error = error
     conn.execute("RELEASE grouped_write")
+
+
+@contextlib.contextmanager
+def _errors_as(*meanings: Callable[[sqlite3.Error], Exception | None]) -> Iterator[None]:
+    """An SQLite error raised as the first of ``meanings`` that gives one for it (caused by it), or as it is."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        meant = _meaning(error, *meanings)
+        if meant is None:
+            raise
+        raise meant from error
+
+
+def _meaning(error: sqlite3.Error, *meanings: Callable[[sqlite3.Error], Exception | None]) -> Exception | None:
+    """What the first of ``meanings`` that gives something for ``error`` gives, if one does."""
+    for meaning in meanings:
+        meant = meaning(error)
+        if meant is not None:
+            return meant
+    return None
 
 
 @contextlib.contextmanager
