@@ -484,7 +484,7 @@ ChainHead = tuple[int | None, str | None, int | None]
 def _insert_deployment(conn: sqlite3.Connection, deployment: Deployment) -> None:
     # No RETURNING here: SQLite runs RETURNING as a trigger, which makes the
     # insert keep a statement journal of every page it changes; with the row's
-    # eleven indexes that often passes the journal's 64 KiB in memory and goes
+    # fourteen indexes that often passes the journal's 64 KiB in memory and goes
     # to a temporary file, created, written and deleted inside the write lock.
     # A separate SELECT of the chain head is cheaper (docs/performance.md).
     conn.execute(
