@@ -1,12 +1,12 @@
-"""Connections and transactions: one SQLite connection per thread, BEGIN IMMEDIATE, writer slots.
+"""Connections and transactions: a connection per reading thread, one for the writes, BEGIN IMMEDIATE, writer slots.
 
 :class:`Database` opens the file (migrating its schema at start-up), hands each
-thread a connection of its own, runs every write as one ``BEGIN IMMEDIATE``
-transaction behind this process's write lock and a bounded number of writer
-slots, and turns SQLite's errors into the ones callers handle: DatabaseBusy
-("database is locked"), StorageFault (the storage failed), DatabaseError (the
-file cannot be used), DatabaseReadOnly (a write to a database opened
-read-only).  The queries are the Repository's, built on it.
+thread a connection of its own for its reads, runs every write as one ``BEGIN
+IMMEDIATE`` transaction on the one connection of the writes, behind this
+process's write lock and a bounded number of writer slots, and turns SQLite's
+errors into the ones callers handle: DatabaseBusy ("database is locked"),
+StorageFault (the storage failed), DatabaseError (the file cannot be used),
+DatabaseReadOnly (a write to a database opened read-only).  The queries are the Repository's, built on it.
 
 Opened with ``read_only=True`` (a replica serving a restored or replicated
 copy), it writes nothing to the file, ever: no schema.sql, no migration, no
@@ -147,7 +147,7 @@ def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
-    in a transaction is discarded by Database._connection().  ``began`` is
+    in a transaction is discarded (Database._using), rolled back first.  ``began`` is
     called once SQLite's write lock is taken; ``begin``, if given, issues the
     BEGIN IMMEDIATE itself.
     """
@@ -170,8 +170,8 @@ def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None
 class Database:
     """One SQLite file: its connections, transactions and health.
 
-    Thread-safe: each thread uses a connection of its own, opened on its first call.
-    Call :meth:`close` to close them all.
+    Thread-safe: each thread reads on a connection of its own, opened on its first call,
+    and the writes share one.  Call :meth:`close` to close them all.
     """
 
     def __init__(self, db_path: str | Path, *, clock: Clock = utc_now,
@@ -399,13 +399,15 @@ class Database:
         if self._closed:
             raise DatabaseError("the repository is closed")
         held = self._writer
-        if held is None or held.pid != os.getpid():
+        opened = held is None or held.pid != os.getpid()
+        if opened:
             held = self._writer = self._keep(self._open_for_request())
-            held.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             if self._retired_writer is not None:
                 self._retired_writer, retired = None, self._retired_writer
                 retired.close()
         with self._using(held) as conn:
+            if opened:  # here, where an error discards it like any other
+                conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             yield conn
 
     @contextlib.contextmanager
@@ -479,13 +481,23 @@ class Database:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None
         if self._writer is held and held.pid == os.getpid():
-            # Closed once the next write has opened its replacement, not now: it
-            # is often the last connection open on the file, and the last close
-            # checkpoints the -wal into the file and removes it.  After a full
-            # disk refused a write, the space that frees would let the health
-            # check's write probe pass, and the next write fail again.
-            self._writer, self._retired_writer = None, held
-            return
+            # A transaction something interrupted (between BEGIN IMMEDIATE and
+            # the block that rolls back) holds SQLite's write lock, which kept
+            # open it would keep from every other process: rolled back now, or
+            # if that fails, closed now, which lets go of it.
+            if held.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    held.conn.execute("ROLLBACK")
+            if not held.conn.in_transaction:
+                # Closed once the next write has opened its replacement, not
+                # now: it is often the last connection open on the file, and the
+                # last close checkpoints the -wal into the file and removes it.
+                # After a full disk refused a write, the space that frees would
+                # let the health check's write probe pass, and the next write
+                # fail again.
+                self._writer, self._retired_writer = None, held
+                return
+            self._writer = None
         held.close()
 
     @contextlib.contextmanager
@@ -811,10 +823,21 @@ class Database:
         with self._threads_lock:
             held = list(self._threads)
         for connection in held:
-            if connection.close.alive and not connection.in_use:
-                with contextlib.suppress(sqlite3.Error):
-                    connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                return
+            if not connection.close.alive or connection.in_use:
+                continue
+            # The writes' connections are used under the write lock, by whichever
+            # thread writes: only between two writes, and never waiting for one.
+            writes = connection is self._writer or connection is self._retired_writer
+            if writes and not self._write_lock.acquire(blocking=False):
+                continue
+            try:
+                connection.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                continue  # another connection may still do it
+            finally:
+                if writes:
+                    self._write_lock.release()
+            return
 
     def _fold_wal_back(self) -> None:
         fold_wal_back(self._resolved)
@@ -963,6 +986,6 @@ def _synchronous(conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        # Not suppressed: an error here discards the connection (Database._connection)
+        # Not suppressed: an error here discards the connection (Database._using)
         # rather than leave it committing without waiting for the disk.
         conn.execute("PRAGMA synchronous = FULL")

@@ -328,6 +328,47 @@ def test_writes_taking_turns_across_threads_find_the_pages_they_change_still_cac
     assert reads < 3 * 400, f"{reads / 400:.1f} reads of the file a write"
 
 
+def test_a_write_interrupted_inside_begin_immediate_leaves_no_lock_behind_for_other_processes(db_path):
+    # The writes' connection, once discarded, stays open until the next write
+    # opens its replacement (Database._discard); an interruption between BEGIN
+    # IMMEDIATE and the block that rolls back must not leave it holding
+    # SQLite's write lock meanwhile, refusing every other process's writes.
+    repository = Repository(db_path)
+    repository.create_deployment(new_deployment())
+    interruptions = [RuntimeError("interrupted just after BEGIN IMMEDIATE")]
+
+    def interrupted_once():
+        if interruptions:
+            raise interruptions.pop()
+
+    repository._stop_waiting = interrupted_once  # called once SQLite's write lock is taken
+    with pytest.raises(RuntimeError, match="interrupted"):
+        repository.create_deployment(new_deployment())
+    other_process = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")  # "database is locked" while the lock is still held
+        other_process.execute("ROLLBACK")
+    finally:
+        other_process.close()
+    repository.create_deployment(new_deployment())
+    assert len(repository.list_deployments(ListQuery()).documents) == 2
+    repository.close()
+
+
+def test_a_checkpoint_during_a_storage_fault_waits_for_no_write_and_runs_on_the_writes_connection_between_two(db_path):
+    repository = Repository(db_path)
+    repository.create_deployment(new_deployment())  # the only connection kept: the writes'
+    statements: list[str] = []
+    repository._writer.conn.set_trace_callback(statements.append)
+    repository.storage.failed("a write failed (the test's)")  # checkpoint() runs only during a fault
+    with repository._write_lock:  # a write in its turn, before it has taken the connection
+        repository.checkpoint()
+    assert statements == []
+    repository.checkpoint()
+    assert statements == ["PRAGMA wal_checkpoint(PASSIVE)"]
+    repository.close()
+
+
 def test_close_folds_the_wal_back_even_when_no_thread_closed_last(db_path):
     # Worker threads that end together close their connections together, and
     # SQLite removes the WAL only on a close that has the file to itself.  A
