@@ -147,7 +147,7 @@ def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
-    in a transaction is discarded (Database._using), rolled back first.  ``began`` is
+    in a transaction is discarded (Database._using; the writes' one rolled back first).  ``began`` is
     called once SQLite's write lock is taken; ``begin``, if given, issues the
     BEGIN IMMEDIATE itself.
     """
@@ -402,6 +402,7 @@ class Database:
         opened = held is None or held.pid != os.getpid()
         if opened:
             held = self._writer = self._keep(self._open_for_request())
+            held.writes = True
             if self._retired_writer is not None:
                 self._retired_writer, retired = None, self._retired_writer
                 retired.close()
@@ -481,23 +482,20 @@ class Database:
         if getattr(self._local, "connection", None) is held:
             self._local.connection = None
         if self._writer is held and held.pid == os.getpid():
+            self._writer = None
             # A transaction something interrupted (between BEGIN IMMEDIATE and
             # the block that rolls back) holds SQLite's write lock, which kept
             # open it would keep from every other process: rolled back now, or
             # if that fails, closed now, which lets go of it.
-            if held.conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    held.conn.execute("ROLLBACK")
-            if not held.conn.in_transaction:
+            if _out_of_transaction(held.conn):
                 # Closed once the next write has opened its replacement, not
                 # now: it is often the last connection open on the file, and the
                 # last close checkpoints the -wal into the file and removes it.
                 # After a full disk refused a write, the space that frees would
                 # let the health check's write probe pass, and the next write
                 # fail again.
-                self._writer, self._retired_writer = None, held
+                self._retired_writer = held
                 return
-            self._writer = None
         held.close()
 
     @contextlib.contextmanager
@@ -827,7 +825,7 @@ class Database:
                 continue
             # The writes' connections are used under the write lock, by whichever
             # thread writes: only between two writes, and never waiting for one.
-            writes = connection is self._writer or connection is self._retired_writer
+            writes = connection.writes
             if writes and not self._write_lock.acquire(blocking=False):
                 continue
             try:
@@ -931,6 +929,7 @@ class _ThreadConnection:
         # After a fork the child must not use its parent's connections.
         self.pid = os.getpid()
         self.in_use = False
+        self.writes = False  # whether it is (or was) the connection of the writes, used under the write lock
         self.close = weakref.finalize(self, close, conn)
 
 
@@ -945,6 +944,16 @@ def _run_in_savepoint(conn: sqlite3.Connection, write: QueuedWrite) -> None:
         conn.execute("ROLLBACK TO grouped_write")
         write.error = error
     conn.execute("RELEASE grouped_write")
+
+
+def _out_of_transaction(conn: sqlite3.Connection) -> bool:
+    """Whether ``conn`` is open and in no transaction, once any transaction it is in is rolled back."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return not conn.in_transaction
+    except sqlite3.Error:  # closed already, or the rollback failed
+        return False
 
 
 @contextlib.contextmanager

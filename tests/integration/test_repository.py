@@ -355,6 +355,18 @@ def test_a_write_interrupted_inside_begin_immediate_leaves_no_lock_behind_for_ot
     repository.close()
 
 
+def test_a_write_on_a_writes_connection_closed_under_it_fails_alone_and_the_next_opens_another(db_path):
+    repository = Repository(db_path)
+    repository.create_deployment(new_deployment())
+    repository._writer.conn.close()  # as a close() racing a write would leave it
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        repository.create_deployment(new_deployment())
+    for _ in range(2):
+        repository.create_deployment(new_deployment())
+    assert len(repository.list_deployments(ListQuery()).documents) == 3
+    repository.close()
+
+
 def test_a_checkpoint_during_a_storage_fault_waits_for_no_write_and_runs_on_the_writes_connection_between_two(db_path):
     repository = Repository(db_path)
     repository.create_deployment(new_deployment())  # the only connection kept: the writes'
