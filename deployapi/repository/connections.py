@@ -996,5 +996,9 @@ def _synchronous(conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
         yield
     finally:
         # Not suppressed: an error here discards the connection (Database._using)
-        # rather than leave it committing without waiting for the disk.
-        conn.execute("PRAGMA synchronous = FULL")
+        # rather than leave it committing without waiting for the disk.  Not
+        # tried inside a transaction something interrupted, where SQLite refuses
+        # it and its error would hide the interruption's: such a connection is
+        # discarded anyway, never to write again.
+        if not conn.in_transaction:
+            conn.execute("PRAGMA synchronous = FULL")

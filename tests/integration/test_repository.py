@@ -355,6 +355,26 @@ def test_a_write_interrupted_inside_begin_immediate_leaves_no_lock_behind_for_ot
     repository.close()
 
 
+def test_an_interrupted_write_that_does_not_wait_for_the_disk_raises_its_own_error(db_path):
+    # durable=False (webhook positions) sets synchronous = NORMAL for the one
+    # write and puts FULL back after it, which SQLite refuses inside a
+    # transaction: that refusal must not take the interruption's place.
+    repository = Repository(db_path)
+    interruptions = [RuntimeError("interrupted just after BEGIN IMMEDIATE")]
+
+    def interrupted_once():
+        if interruptions:
+            raise interruptions.pop()
+
+    repository._stop_waiting = interrupted_once
+    with pytest.raises(RuntimeError, match="interrupted"), repository._write(durable=False) as conn:
+        conn.execute("SELECT 1")
+    repository.create_deployment(new_deployment())
+    with repository._write() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, on the connection the writes use now
+    repository.close()
+
+
 def test_a_write_on_a_writes_connection_closed_under_it_fails_alone_and_the_next_opens_another(db_path):
     repository = Repository(db_path)
     repository.create_deployment(new_deployment())
