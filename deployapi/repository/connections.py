@@ -6,7 +6,8 @@ IMMEDIATE`` transaction on the one connection of the writes, behind this
 process's write lock and a bounded number of writer slots, and turns SQLite's
 errors into the ones callers handle: DatabaseBusy ("database is locked"),
 StorageFault (the storage failed), DatabaseError (the file cannot be used),
-DatabaseReadOnly (a write to a database opened read-only).  The queries are the Repository's, built on it.
+DatabaseReadOnly (a write to a database opened read-only).  The queries are the
+Repository's, built on it.
 
 Opened with ``read_only=True`` (a replica serving a restored or replicated
 copy), it writes nothing to the file, ever: no schema.sql, no migration, no
@@ -147,9 +148,9 @@ def _immediate(conn: sqlite3.Connection, began: Callable[[], None] | None = None
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error, the original error kept.
 
     A failing ROLLBACK never hides the error that caused it; a connection left
-    in a transaction is discarded (Database._using; the writes' one rolled back first).  ``began`` is
-    called once SQLite's write lock is taken; ``begin``, if given, issues the
-    BEGIN IMMEDIATE itself.
+    in a transaction is discarded (Database._using; the writes' one rolled back
+    first).  ``began`` is called once SQLite's write lock is taken; ``begin``, if
+    given, issues the BEGIN IMMEDIATE itself.
     """
     if begin is None:
         conn.execute("BEGIN IMMEDIATE")

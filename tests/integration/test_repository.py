@@ -328,6 +328,17 @@ def test_writes_taking_turns_across_threads_find_the_pages_they_change_still_cac
     assert reads < 3 * 400, f"{reads / 400:.1f} reads of the file a write"
 
 
+def interrupt_the_next_write_after_begin(repository: Repository) -> None:
+    """Make the next write raise RuntimeError once SQLite's write lock is taken, before the block that rolls back."""
+    interruptions = [RuntimeError("interrupted just after BEGIN IMMEDIATE")]
+
+    def interrupted_once():
+        if interruptions:
+            raise interruptions.pop()
+
+    repository._stop_waiting = interrupted_once  # called once BEGIN IMMEDIATE has the lock
+
+
 def test_a_write_interrupted_inside_begin_immediate_leaves_no_lock_behind_for_other_processes(db_path):
     # The writes' connection, once discarded, stays open until the next write
     # opens its replacement (Database._discard); an interruption between BEGIN
@@ -335,13 +346,7 @@ def test_a_write_interrupted_inside_begin_immediate_leaves_no_lock_behind_for_ot
     # SQLite's write lock meanwhile, refusing every other process's writes.
     repository = Repository(db_path)
     repository.create_deployment(new_deployment())
-    interruptions = [RuntimeError("interrupted just after BEGIN IMMEDIATE")]
-
-    def interrupted_once():
-        if interruptions:
-            raise interruptions.pop()
-
-    repository._stop_waiting = interrupted_once  # called once SQLite's write lock is taken
+    interrupt_the_next_write_after_begin(repository)
     with pytest.raises(RuntimeError, match="interrupted"):
         repository.create_deployment(new_deployment())
     other_process = sqlite3.connect(db_path, timeout=0, isolation_level=None)
@@ -360,13 +365,7 @@ def test_an_interrupted_write_that_does_not_wait_for_the_disk_raises_its_own_err
     # write and puts FULL back after it, which SQLite refuses inside a
     # transaction: that refusal must not take the interruption's place.
     repository = Repository(db_path)
-    interruptions = [RuntimeError("interrupted just after BEGIN IMMEDIATE")]
-
-    def interrupted_once():
-        if interruptions:
-            raise interruptions.pop()
-
-    repository._stop_waiting = interrupted_once
+    interrupt_the_next_write_after_begin(repository)
     with pytest.raises(RuntimeError, match="interrupted"), repository._write(durable=False) as conn:
         conn.execute("SELECT 1")
     repository.create_deployment(new_deployment())
