@@ -3,6 +3,7 @@
     python tests/perf/instructions.py                      # get list create approve, 200 requests each
     python tests/perf/instructions.py get --requests 300
     python tests/perf/instructions.py get create --metrics   # with GET /metrics switched on
+    python tests/perf/instructions.py create --ceiling --by-library   # the bench's write ceiling, by library
 
 For each workload the app runs twice under ``valgrind --tool=callgrind``, once
 with the set-up alone (a fresh database, 480 deployments over 8 services) and
@@ -14,12 +15,21 @@ service, a valid create, an approve.  Instruction counts do not move with the
 machine's load, which wall-clock and CPU times here do by ±20 %; they do not
 see time spent waiting (fsync, locks), so they rank CPU work only.
 
+``--ceiling`` counts the same requests against the bench's ceiling app
+(``sqlite_wsgi.py`` of ``$BENCH``, default ``../shared/bench``, with
+``synchronous=FULL`` as the bench's sqlite-write-full target runs it), so a
+request's cost can be set beside what the bare design needs.  ``--by-library``
+also splits each count by the shared object the instructions ran in (the
+interpreter, SQLite, the C library, ``_json``, OpenSSL's libcrypto), read
+from callgrind's output file.
+
 Needs valgrind (`apt-get install -y valgrind`).  Not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -40,16 +50,31 @@ def body(i: int) -> dict:
             "risk": "low: config-only change"}
 
 
-def run_requests(workload: str, count: int, metrics: bool = False) -> None:
-    """The measured program: set up, then ``count`` requests of ``workload`` (each must answer 2xx)."""
-    from werkzeug.test import EnvironBuilder
+def bench_dir() -> str:
+    return os.path.realpath(os.environ.get("BENCH", os.path.join(os.path.dirname(__file__), "../../../shared/bench")))
 
+
+def measured_app(metrics: bool, ceiling: bool):
+    """deployapi's WSGI app as the server runs it, or the bench's ceiling app, on a fresh database."""
+    path = os.path.join(tempfile.mkdtemp(), "instructions.db")
+    if ceiling:
+        sys.path.insert(0, bench_dir())
+        import sqlite_wsgi  # the bench's, not deployapi's
+
+        return sqlite_wsgi.make_app(path, synchronous="FULL")
     from deployapi import logs
     from deployapi.app import create_app
 
     logs.configure("info", "text")
     logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
-    app = create_app(os.path.join(tempfile.mkdtemp(), "instructions.db"), metrics=metrics)
+    return create_app(path, metrics=metrics)
+
+
+def run_requests(workload: str, count: int, metrics: bool = False, ceiling: bool = False) -> None:
+    """The measured program: set up, then ``count`` requests of ``workload`` (each must answer 2xx)."""
+    from werkzeug.test import EnvironBuilder
+
+    app = measured_app(metrics, ceiling)
     status: list[str] = []
 
     def call(method: str, path: str, payload: dict | None = None) -> bytes:
@@ -70,18 +95,68 @@ def run_requests(workload: str, count: int, metrics: bool = False) -> None:
             call("POST", "/deployments", body(i))
         else:
             call("POST", f"/deployments/{ids[-1 - i]}/approve", {"actor": "approver@example.com", "note": "lgtm"})
-    app.close()
+    if not ceiling:
+        app.close()
 
 
-def instructions(workload: str, count: int, metrics: bool = False) -> int:
-    result = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-         "--run", workload, "--requests", str(count), *(["--metrics"] if metrics else [])],
-        capture_output=True, text=True, check=True)
-    match = re.search(r"Collected : (\d+)", result.stderr)
-    if match is None:
-        raise RuntimeError(f"no instruction count from valgrind:\n{result.stderr[-2000:]}")
-    return int(match.group(1))
+def instructions(workload: str, count: int, metrics: bool = False, ceiling: bool = False) -> collections.Counter:
+    """The instructions of one run: ``total``, and each shared object's (by :func:`library_name`)."""
+    with tempfile.TemporaryDirectory() as work:
+        out = os.path.join(work, "callgrind.out")
+        result = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+             "--run", workload, "--requests", str(count), *(["--metrics"] if metrics else []),
+             *(["--ceiling"] if ceiling else [])],
+            capture_output=True, text=True, check=True)
+        match = re.search(r"Collected : (\d+)", result.stderr)
+        if match is None:
+            raise RuntimeError(f"no instruction count from valgrind:\n{result.stderr[-2000:]}")
+        with open(out) as profile:
+            counts = instructions_by_object(profile)
+    # The split must add up to valgrind's count, or the file was read wrong.
+    if counts.total() != int(match.group(1)):
+        raise RuntimeError(f"the shared objects' instructions add up to {counts.total():,}, "
+                           f"valgrind counted {int(match.group(1)):,}")
+    counts["total"] = int(match.group(1))
+    return counts
+
+
+def instructions_by_object(profile) -> collections.Counter:
+    """The self cost in a callgrind output file of each shared object, by :func:`library_name`.
+
+    The format (valgrind's callgrind format specification): ``ob=`` names the
+    object of the ``fn=`` lines after it, names compressed as ``(3) name`` the
+    first time (there or in a callee's ``cob=``) and ``(3)`` after; a cost line
+    is a position and its cost; a ``calls=`` line is followed by the cost line
+    of that call, which is the callee's inclusive cost and so not this
+    function's own.
+    """
+    names: dict[str, str] = {}
+    counts: collections.Counter = collections.Counter()
+    object_, function_object, call_cost_next = "?", "?", False
+    for line in profile:
+        if line.startswith(("ob=", "cob=")):  # one namespace: a name may first appear as a callee's object
+            compressed, _, name = line.partition("=")[2].strip().partition(" ")
+            named = names.setdefault(compressed, library_name(name)) if name else names.get(compressed, compressed)
+            if line.startswith("ob="):
+                object_ = named
+        elif line.startswith("fn="):
+            function_object = object_
+        elif line.startswith("calls="):
+            call_cost_next = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            if call_cost_next:
+                call_cost_next = False
+                continue
+            fields = line.split()
+            if len(fields) > 1:
+                counts[function_object] += int(fields[1])
+    return counts
+
+
+def library_name(path: str) -> str:
+    """``libsqlite3`` for ``/usr/lib/x86_64-linux-gnu/libsqlite3.so.0.8.6``; ``_json`` for the extension module."""
+    return os.path.basename(path).split(".")[0]
 
 
 def main() -> None:
@@ -91,20 +166,30 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--metrics", action="store_true",
                         help="with GET /metrics switched on (create_app(metrics=True))")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="count the bench's ceiling app (sqlite_wsgi.py of $BENCH, synchronous=FULL) instead")
+    parser.add_argument("--by-library", action="store_true",
+                        help="also split each count by the shared object the instructions ran in")
     parser.add_argument("--run", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        run_requests(args.run, args.requests, args.metrics)
+        run_requests(args.run, args.requests, args.metrics, args.ceiling)
         return
+    if args.ceiling and args.metrics:
+        parser.error("--metrics is deployapi's: the ceiling has no GET /metrics")
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     if args.requests > SEEDED:
         parser.error(f"--requests must be at most {SEEDED} (approve needs that many pending deployments)")
     for workload in args.workloads or WORKLOADS:
-        per_request = (instructions(workload, args.requests, args.metrics)
-                       - instructions(workload, 0, args.metrics)) / args.requests
-        print(f"{workload:8s} {per_request:12,.0f} instructions a request", flush=True)
+        with_requests = instructions(workload, args.requests, args.metrics, args.ceiling)
+        with_requests.subtract(instructions(workload, 0, args.metrics, args.ceiling))
+        print(f"{workload:8s} {with_requests['total'] / args.requests:12,.0f} instructions a request", flush=True)
+        if args.by_library:
+            for library, count in sorted(with_requests.items(), key=lambda item: -item[1]):
+                if library != "total" and count / args.requests >= 1000:
+                    print(f"  {library:24s} {count / args.requests:12,.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ OTHER_PROGRAMS_FLAGS = {
     "--timeout", "--graceful-timeout", "--preload", "--worker-connections", "--limit-request-line",
     "--limit-request-field_size",  # gunicorn
     "--gil",  # py-spy
-    "--url-prefix", "--requester-only", "--new-filters-only", "--iterations", "--rounds", "--processes",  # tests/perf
+    "--url-prefix", "--requester-only", "--new-filters-only", "--iterations", "--rounds", "--processes", "--ceiling",
+    "--by-library",  # tests/perf
     "--recommend-options",  # datamodel-code-generator
     "--log-config", "--log-config-json",  # gunicorn
     "--lazy-apps", "--die-on-term", "--disable-logging",  # uWSGI
