@@ -127,17 +127,24 @@ def instructions_by_object(profile) -> collections.Counter:
     The format (valgrind's callgrind format specification): ``ob=`` names the
     object of the ``fn=`` lines after it, names compressed as ``(3) name`` the
     first time (there or in a callee's ``cob=``) and ``(3)`` after; a cost line
-    is a position and its cost; a ``calls=`` line is followed by the cost line
-    of that call, which is the callee's inclusive cost and so not this
-    function's own.
+    is its positions (as many as the ``positions:`` line names: ``line``, or
+    ``instr line`` with ``--dump-instr=yes``) and then its costs, the first
+    event's (``Ir``) first; a ``calls=`` line is followed by the cost line of
+    that call, which is the callee's inclusive cost and so not this function's own.
     """
     names: dict[str, str] = {}
     counts: collections.Counter = collections.Counter()
-    object_, function_object, call_cost_next = "?", "?", False
+    object_, function_object, call_cost_next, positions = "?", "?", False, 1
     for line in profile:
-        if line.startswith(("ob=", "cob=")):  # one namespace: a name may first appear as a callee's object
-            compressed, _, name = line.partition("=")[2].strip().partition(" ")
-            named = names.setdefault(compressed, library_name(name)) if name else names.get(compressed, compressed)
+        if line.startswith("positions:"):
+            positions = len(line.split()) - 1
+        elif line.startswith(("ob=", "cob=")):  # one namespace: a name may first appear as a callee's object
+            value = line.partition("=")[2].strip()
+            if value.startswith("("):  # compressed: "(3) name" defines it, "(3)" uses it
+                compressed, _, name = value.partition(" ")
+                named = names.setdefault(compressed, library_name(name)) if name else names[compressed]
+            else:  # --compress-strings=no
+                named = library_name(value)
             if line.startswith("ob="):
                 object_ = named
         elif line.startswith("fn="):
@@ -149,8 +156,8 @@ def instructions_by_object(profile) -> collections.Counter:
                 call_cost_next = False
                 continue
             fields = line.split()
-            if len(fields) > 1:
-                counts[function_object] += int(fields[1])
+            if len(fields) > positions:
+                counts[function_object] += int(fields[positions])
     return counts
 
 
@@ -177,6 +184,8 @@ def main() -> None:
         return
     if args.ceiling and args.metrics:
         parser.error("--metrics is deployapi's: the ceiling has no GET /metrics")
+    if args.ceiling and not os.path.exists(os.path.join(bench_dir(), "sqlite_wsgi.py")):
+        parser.error(f"--ceiling needs the bench harness: no sqlite_wsgi.py in {bench_dir()} (set BENCH)")
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
