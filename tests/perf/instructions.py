@@ -113,11 +113,12 @@ def instructions(workload: str, count: int, metrics: bool = False, ceiling: bool
             raise RuntimeError(f"no instruction count from valgrind:\n{result.stderr[-2000:]}")
         with open(out) as profile:
             counts = instructions_by_object(profile)
+    collected = int(match.group(1))
     # The split must add up to valgrind's count, or the file was read wrong.
-    if counts.total() != int(match.group(1)):
+    if counts.total() != collected:
         raise RuntimeError(f"the shared objects' instructions add up to {counts.total():,}, "
-                           f"valgrind counted {int(match.group(1)):,}")
-    counts["total"] = int(match.group(1))
+                           f"valgrind counted {collected:,}")
+    counts["total"] = collected
     return counts
 
 
